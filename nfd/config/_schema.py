@@ -1,0 +1,205 @@
+"""Config schema: frozen dataclasses, one per TOML table (STYLE.md §8).
+
+Every key but `task.name` has a documented default. Unknown keys and wrong types are errors
+(`ConfigError`, whose message is ``<key>: <what is wrong> (<what is allowed>)``). The same file can
+carry both finite (`model.width`, `model.depth`) and limit (`[limit]`) keys, so one file drives both
+kinds of run.
+"""
+
+import dataclasses
+import math
+from typing import Literal
+
+
+class ConfigError(ValueError):
+    """An invalid config value; ``str(err)`` is one line ``key: what is wrong (what is allowed)``."""
+
+    def __init__(self, key: str, what: str, allowed: str):
+        self.key, self.what, self.allowed = key, what, allowed
+        super().__init__(f"{key}: {what} ({allowed})")
+
+
+def _positive(key: str, value, *, strict: bool = True, integer: bool = False):
+    ok = value > 0 if strict else value >= 0
+    if not ok or (not integer and not math.isfinite(value)):
+        bound = "> 0" if strict else ">= 0"
+        kind = "an integer" if integer else "a finite number"
+        raise ConfigError(key, f"must be {bound}, got {value!r}", f"{kind} {bound}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    """`[task]`: the data set (see `nfd.tasks`)."""
+
+    name: Literal["teacher_student", "digits", "mnist1d", "npz"]  # required
+    n_train: int = 64  # P training inputs (npz: ignored, the file decides)
+    n_test: int = 64  # Q test inputs
+    in_dim: int = 16  # D (teacher_student only)
+    out_dim: int = 1  # C (teacher_student only)
+    teacher_width: int = 16  # hidden units of the tanh teacher (teacher_student only)
+    noise: float = 0.0  # label-noise std (teacher_student only)
+    path: str = ""  # the .npz file (npz only)
+
+    def __post_init__(self):
+        _positive("task.n_train", self.n_train, integer=True)
+        _positive("task.n_test", self.n_test, strict=False, integer=True)
+        _positive("task.in_dim", self.in_dim, integer=True)
+        _positive("task.out_dim", self.out_dim, integer=True)
+        _positive("task.teacher_width", self.teacher_width, integer=True)
+        _positive("task.noise", self.noise, strict=False)
+        if self.name == "npz" and not self.path:
+            raise ConfigError("task.path", "is required when task.name = 'npz'", "a .npz file path")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """`[model]`: the finite ResNet of spec §1.1 and its parameterization (shared with the limit)."""
+
+    width: int = 256  # N
+    depth: int = 8  # L residual blocks
+    block: Literal["one_layer", "two_layer"] = "one_layer"
+    activation: Literal["linear", "relu", "erf", "tanh", "gelu"] = "relu"
+    branch_scale: float = 1.0  # β
+    gamma0: float = 1.0  # γ0 (richness)
+    sigma_in: float = 1.0  # σ_in
+    sigma_out: float = 1.0  # σ_out
+    param: Literal["depth_mup", "mup", "completep"] = "depth_mup"
+    backward: Literal["reused", "decoupled"] = "reused"
+    center_output: bool = True  # train and report f − f(θ(0)) (spec §1.1)
+    post_activation: bool = False  # T10 negative control: h ← φ(h + b W h/√N)
+
+    def __post_init__(self):
+        _positive("model.width", self.width, integer=True)
+        _positive("model.depth", self.depth, integer=True)
+        _positive("model.branch_scale", self.branch_scale, strict=False)
+        _positive("model.gamma0", self.gamma0)
+        _positive("model.sigma_in", self.sigma_in)
+        _positive("model.sigma_out", self.sigma_out)
+        if self.post_activation and self.block != "one_layer":
+            raise ConfigError(
+                "model.post_activation",
+                "requires model.block = 'one_layer'",
+                "true only with one_layer blocks",
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """`[optim]`: optimizer, learning rate η0, steps, batching, loss (spec §1.3)."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.5  # η0, the base learning rate
+    steps: int = 100  # T training steps (0: observe at initialisation only)
+    batch_size: int = 0  # 0 = full batch
+    loss: Literal["mse", "cross_entropy"] = "mse"
+    first_layer_lr_exponent: float = 0.0  # a: W1's rate × L^a (two_layer only)
+    train_input: bool = True  # m_U = 1 (else U is frozen)
+    train_readout: bool = True  # m_v = 1 (else v is frozen)
+
+    def __post_init__(self):
+        _positive("optim.lr", self.lr)
+        _positive("optim.steps", self.steps, strict=False, integer=True)
+        _positive("optim.batch_size", self.batch_size, strict=False, integer=True)
+        if not math.isfinite(self.first_layer_lr_exponent):
+            raise ConfigError(
+                "optim.first_layer_lr_exponent",
+                "must be finite",
+                "a real number, e.g. 0, 0.25, 0.5, 1",
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutputConfig:
+    """`[output]`: which observables are saved, and how often."""
+
+    every: int = 10  # save every this many steps (and at 0 and the last step); 0: only 0 and last
+    layer_times: tuple[float, ...] = (0.0, 0.5, 1.0)  # τ of the saved kernels; block round(τ·L)
+    ntk: bool = False  # save the empirical NTK (spec §1.4)
+    kernels: bool = False  # save h_kernel and g_kernel at layer_times
+
+    def __post_init__(self):
+        _positive("output.every", self.every, strict=False, integer=True)
+        if not self.layer_times:
+            raise ConfigError("output.layer_times", "must not be empty", "a list of τ in [0, 1]")
+        for tau in self.layer_times:
+            if not 0.0 <= tau <= 1.0:
+                raise ConfigError("output.layer_times", f"contains {tau!r}", "values in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LimitConfig:
+    """`[limit]`: the NFD limit solver (spec §3–§4); read by `kind = "limit"` runs."""
+
+    particles: int = 2048  # M
+    layer_steps: int = 0  # K; 0 means K = model.depth
+    coupling: Literal["exact", "decoupled"] = "exact"  # mode A | mode B (NFD/GIA)
+    readout: Literal["ntk", "features"] = "features"  # P1 | P2
+    method: Literal["particles", "kernel", "linear_exact"] = "particles"
+    noise: Literal["matrix", "cholesky"] = "matrix"
+
+    def __post_init__(self):
+        _positive("limit.particles", self.particles, integer=True)
+        _positive("limit.layer_steps", self.layer_steps, strict=False, integer=True)
+        if self.noise == "cholesky" and self.coupling == "exact":
+            raise ConfigError(
+                "limit.noise",
+                "'cholesky' has no exact (mode A) realisation",
+                "use noise = 'matrix' or coupling = 'decoupled'",
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """`[demo]`: the widths and depths `nfd demo` trains on the same task."""
+
+    widths: tuple[int, ...] = (64, 256)
+    depths: tuple[int, ...] = (4, 16)
+
+    def __post_init__(self):
+        for key, values in (("demo.widths", self.widths), ("demo.depths", self.depths)):
+            if not values:
+                raise ConfigError(key, "must not be empty", "a list of positive integers")
+            for v in values:
+                _positive(key, v, integer=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """A whole run: top-level keys and one dataclass per table."""
+
+    task: TaskConfig
+    kind: Literal["finite"] = "finite"  # the limit solver will add "limit"
+    seed: int = 0  # initialisation and batch-sequence seed
+    seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
+    precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    limit: LimitConfig = dataclasses.field(default_factory=LimitConfig)
+    demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
+
+    def __post_init__(self):
+        _positive("seeds", self.seeds, integer=True)
+        _positive("seed", self.seed, strict=False, integer=True)
+        if self.model.block == "one_layer" and self.optim.first_layer_lr_exponent != 0:
+            raise ConfigError(
+                "optim.first_layer_lr_exponent",
+                f"must be 0 for one_layer blocks, got {self.optim.first_layer_lr_exponent}",
+                "set model.block = 'two_layer' to use it",
+            )
+        if self.optim.batch_size > self.task.n_train and self.task.name != "npz":
+            raise ConfigError(
+                "optim.batch_size",
+                f"{self.optim.batch_size} exceeds task.n_train = {self.task.n_train}",
+                "0 (full batch) or at most task.n_train",
+            )
+
+
+TABLES: dict[str, type] = {
+    "task": TaskConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "output": OutputConfig,
+    "limit": LimitConfig,
+    "demo": DemoConfig,
+}

@@ -1,0 +1,94 @@
+"""Figures: a saved run in, a matplotlib Figure out. The house look is an `rc_context`."""
+
+import contextlib
+import warnings
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ..runs import Run  # noqa: E402
+
+HOUSE: dict[str, Any] = {
+    "figure.dpi": 120,
+    "savefig.dpi": 150,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 9,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+}
+
+
+@contextlib.contextmanager
+def style():
+    """The house style for every nfd figure."""
+    with plt.rc_context(HOUSE):  # pyright: ignore[reportArgumentType]
+        yield
+
+
+def _mean_se(x: np.ndarray, axis: int = 0):
+    """Mean and standard error over ``axis``, ignoring non-finite values (diverged members)."""
+    x = np.where(np.isfinite(x), x, np.nan)
+    n = np.sum(np.isfinite(x), axis=axis)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: every member diverged
+        mean = np.nanmean(x, axis=axis)
+        sd = np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] > 1 else np.zeros_like(mean)
+    return mean, np.where(n > 1, sd / np.sqrt(np.maximum(n, 1)), 0.0)
+
+
+def demo_figure(run: Run) -> Figure:
+    """Train and test loss vs step for every (width, depth) of a demo run (mean ± SE over seeds)."""
+    a = run.arrays
+    widths, depths, steps = a["widths"], a["depths"], a["steps"]
+    with style():
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True, layout="constrained")
+        cmap = plt.get_cmap("viridis")
+        for ax, key, title in ((axes[0], "loss_train", "train"), (axes[1], "loss_test", "test")):
+            for j, L in enumerate(depths):
+                for i, n in enumerate(widths):
+                    mean, se = _mean_se(a[key][i, j], axis=0)
+                    color = cmap(j / max(len(depths) - 1, 1))
+                    ls = ["-", "--", ":", "-."][i % 4]
+                    ax.plot(steps, mean, ls, color=color, lw=1.2, label=f"n={n}, L={L}")
+                    ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15, lw=0)
+            ax.set_yscale("log")
+            ax.set_xlabel("training step t")
+            ax.set_title(f"{title} loss")
+        axes[0].set_ylabel("loss")
+        axes[1].legend(ncols=1, loc="upper right")
+        cfg = run.config
+        fig.suptitle(
+            f"{cfg.task.name}: {cfg.model.param} ResNet, {cfg.model.activation}, "
+            f"{cfg.optim.name} η0={cfg.optim.lr:g}, γ0={cfg.model.gamma0:g}, {cfg.seeds} seeds",
+            fontsize=9,
+        )
+    return fig
+
+
+def loss_figure(run: Run) -> Figure:
+    """Train and test loss vs step of a finite run (each member, and the seed mean)."""
+    a = run.arrays
+    steps = a["steps"]
+    with style():
+        fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
+        for key, color in (("loss_train", "C0"), ("loss_test", "C1")):
+            vals = a[key]
+            for member in vals:
+                ax.plot(steps, member, color=color, alpha=0.25, lw=0.8)
+            mean, _ = _mean_se(vals)
+            ax.plot(steps, mean, color=color, lw=1.6, label=key.replace("_", " "))
+        ax.set_yscale("log")
+        ax.set_xlabel("training step t")
+        ax.set_ylabel("loss")
+        ax.legend()
+        m = run.config.model
+        ax.set_title(f"n={m.width}, L={m.depth}, {m.activation}, {m.backward}")
+    return fig

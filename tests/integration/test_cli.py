@@ -1,0 +1,151 @@
+"""`nfd run`, `nfd demo` and `nfd plot` end to end on smoke configs."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from nfd import config
+from nfd.cli import main
+from nfd.runs import load_run
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_run_writes_the_documented_result(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(ROOT / "configs/smoke/finite.toml"), "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+    run = load_run(out)
+    cfg = config.load(ROOT / "configs/smoke/finite.toml")
+    assert run.config == cfg
+    a = run.arrays
+    E, S, P, Q, R = 2, 4, 12, 5, 3
+    shapes = {
+        "steps": (S,),
+        "layer_times": (R,),
+        "f_train": (E, S, P, 1),
+        "f_test": (E, S, Q, 1),
+        "loss_train": (E, S),
+        "loss_test": (E, S),
+        "ntk": (E, S, P + Q, P + Q),
+        "h_kernel": (E, S, R, P + Q, P + Q),
+        "g_kernel": (E, S, R, P + Q, P + Q),
+    }
+    for key, shape in shapes.items():
+        assert a[key].shape == shape, key
+    np.testing.assert_array_equal(a["steps"], [0, 2, 4, 6])
+    # the saved losses are the per-sample means of ½|f − y|² of the saved predictions
+    from nfd.config import build_task, run_keys
+
+    task = build_task(cfg, key=run_keys(cfg)["task"])
+    y = np.asarray(task.y_train)
+    np.testing.assert_allclose(
+        a["loss_train"], 0.5 * ((a["f_train"] - y) ** 2).sum(-1).mean(-1), rtol=1e-5
+    )
+    # the NTK is symmetric for reused weights and PSD
+    ntk = a["ntk"][0, 0]
+    np.testing.assert_allclose(ntk, ntk.T, rtol=1e-5, atol=1e-6)
+    assert np.linalg.eigvalsh(ntk.astype(np.float64)).min() > -1e-4
+    meta = json.loads((out / "meta.json").read_text())
+    assert [m["status"] for m in meta["members"]] == ["ok", "ok"]
+    assert meta["versions"]["jax"] and "timings" in meta
+    assert (out / "loss.png").stat().st_size > 1000
+
+
+def test_all_members_diverging_exits_1_and_is_recorded(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "run",
+            str(ROOT / "configs/smoke/finite.toml"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "optim.lr=1e200",
+            "--set",
+            "model.activation=relu",
+            "--set",
+            "output.ntk=false",
+            "--set",
+            "output.kernels=false",
+        ]
+    )
+    assert rc == 1
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["all_failed"] and all(m["status"] == "diverged" for m in meta["members"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+
+
+def test_demo_and_replot(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert (
+        main(
+            [
+                "demo",
+                "--config",
+                str(ROOT / "configs/smoke/demo.toml"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    png = out / "demo.png"
+    first = png.stat().st_size
+    assert first > 5000
+    run = load_run(out)
+    assert run.arrays["loss_train"].shape == (2, 2, 2, 3)  # widths × depths × seeds × saves
+    png.unlink()
+    assert main(["plot", str(out)]) == 0
+    assert png.exists() and abs(png.stat().st_size - first) < 0.05 * first
+    capsys.readouterr()
+
+
+def test_existing_output_directory_is_refused(tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    rc = main(
+        [
+            "run",
+            str(ROOT / "configs/smoke/finite.toml"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "optim.steps=0",
+        ]
+    )
+    assert rc == 2 and (out / "keep.txt").read_text() == "precious"
+    assert capsys.readouterr().err.startswith("error: --out:")
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist1d"])
+def test_classification_tasks_run(tmp_path, name, capsys):
+    out = tmp_path / name
+    rc = main(
+        [
+            "run",
+            str(ROOT / "configs/smoke/finite.toml"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            f"task.name={name}",
+            "--set",
+            "optim.loss=cross_entropy",
+            "--set",
+            "output.kernels=false",
+            "--set",
+            "seeds=1",
+        ]
+    )
+    assert rc == 0
+    a = load_run(out).arrays
+    assert a["f_train"].shape[-1] == 10
+    assert a["loss_train"][0, -1] < a["loss_train"][0, 0] < np.log(10) + 0.1
+    capsys.readouterr()
