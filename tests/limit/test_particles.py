@@ -1,0 +1,282 @@
+"""The particle limit solver (spec §4.1) against the finite network, the n = ∞ oracles and rates."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import mean_se, slope, unit_inputs
+
+import nfd
+from nfd.limit import (
+    FeatureReadout,
+    NTKReadout,
+    init_kernels,
+    particles_from_resnet,
+    sample_particles,
+    simulate_limit,
+)
+from nfd.model import empirical_ntk
+from nfd.nn import Erf, Linear, Relu, Tanh
+from nfd.tasks import teacher_student
+from nfd.train import MSE, CrossEntropy, batch_schedule, make_optimizer, train
+
+
+def _batch(tree):
+    return jax.tree.map(lambda a: a[None] if eqx.is_array(a) else a, tree)
+
+
+@pytest.mark.parametrize("backward", [nfd.ReusedWeights(), nfd.DecoupledWeights()])
+@pytest.mark.parametrize("batch_size", [0, 4])
+def test_matrix_particles_with_finite_weights_are_the_finite_network(backward, batch_size):
+    """T5d: M = n, K = L and the network's own matrices reproduce its trajectory (mode A: the
+    reused network; mode B with P2: the decoupled network) to 1e-8 relative, in float64."""
+    task = teacher_student(n_train=8, n_test=3, in_dim=5, key=jr.key(0))
+    param = nfd.DepthMuP(beta=1.2, gamma0=0.8, sigma_in=0.9, sigma_out=1.1)
+    model = nfd.ResNet(
+        5, 1, 24, 4, param=param, activation=Tanh(), backward=backward, key=jr.key(1)
+    )
+    lr, T = 0.4, 12
+    fin = train(
+        _batch(model),
+        task,
+        optimizer="sgd",
+        loss=MSE(),
+        lr=jnp.array([lr]),
+        num_steps=T,
+        batch_size=batch_size,
+        every=1,
+        ntk=True,
+        batch_key=jr.key(2),
+        progress=False,
+    )
+    lim = simulate_limit(
+        _batch(particles_from_resnet(model)),
+        task.x_train,
+        task.y_train,
+        task.x_test,
+        task.y_test,
+        param=param,
+        activation=Tanh(),
+        readout=FeatureReadout(),
+        loss=MSE(),
+        lr=jnp.array([lr]),
+        schedule=batch_schedule(8, batch_size, T, key=jr.key(2)),
+        every=1,
+        ntk=True,
+        progress=False,
+    )
+    scale = float(jnp.max(jnp.abs(fin.f_train)))
+    assert scale > 0.05  # the network did move
+    for a, b in (
+        (fin.f_train, lim.f_train),
+        (fin.f_test, lim.f_test),
+        (fin.loss_train, lim.loss_train),
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10 * scale)
+    np.testing.assert_allclose(fin.ntk, lim.ntk, rtol=1e-8, atol=1e-10)
+
+
+def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk():
+    """P1 at M = n, K = L: f(t+1) = f(t) + η0 Θ(t) c(t) with Θ the network's empirical NTK, while
+    the network itself is trained with the error signal of the P1 predictions (spec §3.3, §4.1)."""
+    task = teacher_student(n_train=6, n_test=2, in_dim=4, key=jr.key(3))
+    param = nfd.DepthMuP(beta=1.0, gamma0=1.0)
+    model = nfd.ResNet(4, 1, 20, 3, param=param, activation=Erf(), key=jr.key(4))
+    lr, T = 0.5, 6
+    x_all = jnp.concatenate([task.x_train, task.x_test])
+    opt = make_optimizer("sgd", model)
+    f = jnp.zeros((8, 1))
+    ref = [f]
+    m = model
+    for _ in range(T):
+        theta = empirical_ntk(m, x_all)
+        c = jnp.zeros((8, 1)).at[:6].set((task.y_train - f[:6]) / 6)
+
+        def surrogate(mm, c=c):
+            return -jnp.sum(jax.lax.stop_gradient(c)[:6] * jax.vmap(mm)(task.x_train))
+
+        grads = eqx.filter_grad(surrogate)(m)
+        params = eqx.filter(m, eqx.is_array)
+        upd, _ = opt.update(grads, opt.init(params), params)
+        m = eqx.apply_updates(m, jax.tree.map(lambda u: lr * u, upd))
+        f = f + lr * theta @ c
+        ref.append(f)
+    lim = simulate_limit(
+        _batch(particles_from_resnet(model)),
+        task.x_train,
+        task.y_train,
+        task.x_test,
+        task.y_test,
+        param=param,
+        activation=Erf(),
+        readout=NTKReadout(),
+        loss=MSE(),
+        lr=jnp.array([lr]),
+        schedule=batch_schedule(6, 0, T, key=jr.key(0)),
+        every=1,
+        progress=False,
+    )
+    ref = jnp.stack(ref)
+    np.testing.assert_allclose(lim.f_train[0], ref[:, :6], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(lim.f_test[0], ref[:, 6:], rtol=1e-9, atol=1e-12)
+
+
+def _sample(E, M, K, D, C, sigma_out, coupling, key):
+    return eqx.filter_vmap(
+        lambda k: sample_particles(M, K, D, C, sigma_out=sigma_out, coupling=coupling, key=k)
+    )(jr.split(key, E))
+
+
+@pytest.mark.parametrize("act", [Relu(), Erf(), Linear()])
+def test_init_kernels_match_recursion_within_3_se(act):
+    """At t = 0 the particle H_k, G_k and Θ match the K-step dual-kernel recursion of spec §2
+    (full P×P matrices, β, σ_in, σ_out ≠ 1) within 3 standard errors over repetitions."""
+    param = nfd.DepthMuP(beta=1.3, sigma_in=0.8, sigma_out=1.2)
+    P, D, K, M, E = 3, 5, 6, 512, 12
+    xs = unit_inputs(P, D, key=jr.key(5))
+    ys = jnp.zeros((P, 1))
+    ref = init_kernels(param, act, xs @ xs.T / D, K)
+    res = simulate_limit(
+        _sample(E, M, K, D, 1, 1.2, nfd.ReusedWeights(), jr.key(6)),
+        xs,
+        ys,
+        xs[:0],
+        ys[:0],
+        param=param,
+        activation=act,
+        readout=FeatureReadout(),
+        loss=MSE(),
+        lr=jnp.full((E,), 0.1),
+        schedule=jnp.zeros((0, P), int),
+        layer_times=(0.0, 0.5, 1.0),
+        ntk=True,
+        kernels=True,
+        progress=False,
+    )
+    # 7 kernels × 6 entries = 42 (correlated) comparisons: a per-entry bound of 4 SE keeps the
+    # family-wise false-alarm rate below 42 × 6e-5 ≈ 0.3% (3 SE would fail ~10% of seeds)
+    iu = np.triu_indices(P)
+    pairs = [(res.ntk[:, 0], ref.Theta)]
+    for r, k in enumerate((0, K // 2, K)):
+        pairs += [(res.h_kernel[:, 0, r], ref.H[k]), (res.g_kernel[:, 0, r], ref.G[k])]
+    for est, exact in pairs:
+        mean, se = mean_se(est)
+        z = np.abs(mean - np.asarray(exact))[iu] / np.maximum(se[iu], 1e-12)
+        assert np.all(z < 4.0), (z, mean, exact)
+
+
+@pytest.mark.parametrize(
+    "coupling,readout,kernel",
+    [
+        (nfd.ReusedWeights(), NTKReadout(), "Theta"),
+        (nfd.DecoupledWeights(), NTKReadout(), "Theta"),
+        (nfd.ReusedWeights(), FeatureReadout(), "Theta"),
+        (nfd.DecoupledWeights(), FeatureReadout(), "Theta_decoupled"),
+    ],
+)
+def test_lazy_limit_is_kernel_gradient_descent(coupling, readout, kernel):
+    """T4 / spec §3.5: as γ0 → 0, full-batch MSE GD follows f(t+1) = f(t) + η0 Θ(0) c(t) on train and
+    test points (Θ̃(0) for mode B with P2), within sampling error plus O(γ0)."""
+    gamma0, E, M, K, T, lr = 1e-3, 8, 384, 4, 8, 2.0
+    param = nfd.DepthMuP(gamma0=gamma0)
+    task = teacher_student(n_train=5, n_test=2, in_dim=4, key=jr.key(7))
+    x_all = jnp.concatenate([task.x_train, task.x_test])
+    theta = getattr(init_kernels(param, Tanh(), x_all @ x_all.T / 4, K), kernel)
+    f = jnp.zeros((7, 1))
+    ref = [f]
+    for _ in range(T):
+        c = jnp.zeros((7, 1)).at[:5].set((task.y_train - f[:5]) / 5)
+        f = f + lr * theta @ c
+        ref.append(f)
+    ref = np.asarray(jnp.stack(ref))[..., 0]  # (T+1, 7)
+    res = simulate_limit(
+        _sample(E, M, K, 4, 1, 1.0, coupling, jr.key(8)),
+        task.x_train,
+        task.y_train,
+        task.x_test,
+        task.y_test,
+        param=param,
+        activation=Tanh(),
+        readout=readout,
+        loss=MSE(),
+        lr=jnp.full((E,), lr),
+        schedule=batch_schedule(5, 0, T, key=jr.key(0)),
+        every=1,
+        progress=False,
+    )
+    est = np.concatenate([res.f_train, res.f_test], axis=2)[..., 0]  # (E, T+1, 7)
+    mean, se = mean_se(est)
+    assert np.max(np.abs(ref[-1])) > 0.1  # it learned something
+    assert np.all(np.abs(mean - ref) <= 4 * se + 50 * gamma0), np.max(
+        np.abs(mean - ref) / (se + 1e-9)
+    )
+
+
+def test_particle_error_has_slope_minus_half_in_m():
+    """T5a: the RMS error of the particle Θ(0) against the recursion falls like M^{-1/2}."""
+    param = nfd.DepthMuP()
+    P, D, K, E = 3, 4, 4, 6
+    xs = unit_inputs(P, D, key=jr.key(9))
+    ys = jnp.zeros((P, 1))
+    exact = np.asarray(init_kernels(param, Relu(), xs @ xs.T / D, K).Theta)
+    Ms = [64, 128, 256, 512, 1024]
+    errs = []
+    for i, M in enumerate(Ms):
+        res = simulate_limit(
+            _sample(E, M, K, D, 1, 1.0, nfd.ReusedWeights(), jr.key(10 + i)),
+            xs,
+            ys,
+            xs[:0],
+            ys[:0],
+            param=param,
+            activation=Relu(),
+            readout=FeatureReadout(),
+            loss=MSE(),
+            lr=jnp.full((E,), 0.1),
+            schedule=jnp.zeros((0, P), int),
+            ntk=True,
+            progress=False,
+        )
+        errs.append(np.sqrt(np.mean((np.asarray(res.ntk[:, 0]) - exact) ** 2)))
+    s = slope(Ms, errs)
+    assert abs(s + 0.5) < 0.15, (s, errs)
+
+
+def test_cross_entropy_and_multiple_outputs_match_finite_network():
+    """C > 1 with cross-entropy and minibatches: the identity of T5d holds output by output."""
+    task = teacher_student(n_train=6, n_test=2, in_dim=4, out_dim=3, key=jr.key(11))
+    y = jax.nn.one_hot(jnp.argmax(task.y_train, axis=1), 3)
+    yt = jax.nn.one_hot(jnp.argmax(task.y_test, axis=1), 3)
+    task = eqx.tree_at(lambda t: (t.y_train, t.y_test), task, (y, yt))
+    param = nfd.DepthMuP()
+    model = nfd.ResNet(4, 3, 16, 3, param=param, activation=Relu(), key=jr.key(12))
+    fin = train(
+        _batch(model),
+        task,
+        optimizer="sgd",
+        loss=CrossEntropy(),
+        lr=jnp.array([1.0]),
+        num_steps=6,
+        batch_size=3,
+        every=2,
+        batch_key=jr.key(13),
+        progress=False,
+    )
+    lim = simulate_limit(
+        _batch(particles_from_resnet(model)),
+        task.x_train,
+        task.y_train,
+        task.x_test,
+        task.y_test,
+        param=param,
+        activation=Relu(),
+        readout=FeatureReadout(),
+        loss=CrossEntropy(),
+        lr=jnp.array([1.0]),
+        schedule=batch_schedule(6, 3, 6, key=jr.key(13)),
+        every=2,
+        progress=False,
+    )
+    np.testing.assert_allclose(fin.f_train, lim.f_train, rtol=1e-8, atol=1e-11)
