@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="nfd", description="nfd: neural feature dynamics, finite and limit."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a TOML config (finite networks)")
+    run = sub.add_parser("run", help="run a TOML config (finite networks or the limit)")
     run.add_argument("config", type=pathlib.Path)
     demo = sub.add_parser("demo", help="the demo: finite nets at a few widths and depths")
     demo.add_argument(
@@ -73,16 +73,38 @@ def _status_meta(status, failed) -> dict:
     }
 
 
+def _decile(st, *, first: bool) -> float | None:
+    import numpy as np
+
+    if st.size < 10:
+        return None
+    n = st.size // 10
+    return float(np.median(st[:n] if first else st[-n:]))
+
+
 def _run(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
     import numpy as np
 
-    from .experiments import run_finite
+    from .experiments import layer_steps, run_finite, run_limit
     from .plots import loss_figure
     from .runs import load_run, save_run
 
     _setup_precision(cfg)
     t0 = time.perf_counter()
-    res = run_finite(cfg, progress=None if not quiet else False)
+    progress = None if not quiet else False
+    extra: dict = {"kind": cfg.kind}
+    if cfg.kind == "limit":
+        res = run_limit(cfg, progress=progress)
+        extra["limit"] = {
+            "coupling": cfg.limit.coupling,
+            "readout": cfg.limit.readout,
+            "method": cfg.limit.method,
+            "noise": cfg.limit.noise,
+            "particles": cfg.limit.particles,
+            "layer_steps": layer_steps(cfg),
+        }
+    else:
+        res = run_finite(cfg, progress=progress)
     wall = time.perf_counter() - t0
     arrays = {
         "steps": res.steps,
@@ -107,7 +129,10 @@ def _run(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: b
             "wall_s": wall,
             "steps": int(st.size),
             "step_s_median": float(np.median(st)) if st.size else None,
+            "step_s_first_decile": _decile(st, first=True),
+            "step_s_last_decile": _decile(st, first=False),
         },
+        **extra,
         **_status_meta(res.status, res.failed_step),
     }
     out = _default_out(cfg_path) if out is None else out
@@ -130,7 +155,16 @@ def _demo(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: 
     wall = time.perf_counter() - t0
     arrays = {
         k: getattr(res, k)
-        for k in ("widths", "depths", "steps", "loss_train", "loss_test", "status")
+        for k in (
+            "widths",
+            "depths",
+            "steps",
+            "loss_train",
+            "loss_test",
+            "status",
+            "limit_loss_train",
+            "limit_loss_test",
+        )
     }
     status = np.asarray(res.status)
     meta = {"timings": {"wall_s": wall}, "kind": "demo", "all_failed": bool(np.all(status != 0))}

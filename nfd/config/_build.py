@@ -101,9 +101,10 @@ def build_model(
 def run_keys(cfg: Config) -> dict[str, PRNGKeyArray]:
     """The keys of a run, split by purpose from the top-level `seed`.
 
-    ``task``: the data; ``batch``: the batch sequence (shared with the limit solver); ``init``:
-    folded with the member index to initialise ensemble member ``e``.
+    ``task``: the data; ``batch``: the batch sequence (shared by finite and limit runs of the same
+    config); ``init``: folded with the member index to initialise finite member ``e``; ``limit``:
+    folded with the repetition index to draw the particles of limit repetition ``e``.
     """
     root = jr.key(cfg.seed)
-    task_key, batch_key, init_key = jr.split(root, 3)
-    return {"task": task_key, "batch": batch_key, "init": init_key}
+    task_key, batch_key, init_key, limit_key = jr.split(root, 4)
+    return {"task": task_key, "batch": batch_key, "init": init_key, "limit": limit_key}

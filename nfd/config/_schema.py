@@ -154,6 +154,7 @@ class DemoConfig:
 
     widths: tuple[int, ...] = (64, 256)
     depths: tuple[int, ...] = (4, 16)
+    limit: bool = True  # overlay the NFD limit (mode `limit.coupling`, K = L) for each depth
 
     def __post_init__(self):
         for key, values in (("demo.widths", self.widths), ("demo.depths", self.depths)):
@@ -168,7 +169,7 @@ class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite"] = "finite"  # the limit solver will add "limit"
+    kind: Literal["finite", "limit"] = "finite"  # finite networks, or the NFD limit solver
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -187,11 +188,33 @@ class Config:
                 f"must be 0 for one_layer blocks, got {self.optim.first_layer_lr_exponent}",
                 "set model.block = 'two_layer' to use it",
             )
+        if self.kind == "limit":
+            self._check_limit()
         if self.optim.batch_size > self.task.n_train and self.task.name != "npz":
             raise ConfigError(
                 "optim.batch_size",
                 f"{self.optim.batch_size} exceeds task.n_train = {self.task.n_train}",
                 "0 (full batch) or at most task.n_train",
+            )
+
+    def _check_limit(self) -> None:
+        if self.optim.name != "sgd":
+            raise ConfigError(
+                "optim.name",
+                f"{self.optim.name!r} has no limit solver",
+                "limit runs use 'sgd' (the limit theory's optimizer)",
+            )
+        if self.model.block != "one_layer":
+            raise ConfigError(
+                "model.block", "the limit solver supports one_layer blocks only", "'one_layer'"
+            )
+        if self.model.post_activation:
+            raise ConfigError("model.post_activation", "has no limit solver", "false")
+        if self.limit.method == "linear_exact" and self.model.activation != "linear":
+            raise ConfigError(
+                "limit.method",
+                "'linear_exact' needs model.activation = 'linear'",
+                "'particles' or 'kernel' for other activations",
             )
 
 

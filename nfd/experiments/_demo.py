@@ -6,6 +6,7 @@ from jaxtyping import Array, Float, Int
 
 from ..config import Config, build_task, run_keys
 from ._finite import run_finite
+from ._limit import run_limit
 
 
 class DemoResult(eqx.Module):
@@ -24,10 +25,13 @@ class DemoResult(eqx.Module):
     loss_train: Float[Array, "W Ld E S"]
     loss_test: Float[Array, "W Ld E S"]
     status: Int[Array, "W Ld E"]
+    limit_loss_train: Float[Array, "Ld E S"] | None
+    limit_loss_test: Float[Array, "Ld E S"] | None
 
 
 def run_demo(cfg: Config, *, progress: bool | None = None) -> DemoResult:
-    """Train `[model]` at every width × depth of `[demo]` on the same task and batch sequence."""
+    """Train `[model]` at every width × depth of `[demo]` on the same task and batch sequence,
+    and (``demo.limit``) run the NFD limit at ``K = L`` for every depth on the same sequence."""
     task = build_task(cfg, key=run_keys(cfg)["task"])
     rows_train, rows_test, rows_status = [], [], []
     steps = None
@@ -46,6 +50,12 @@ def run_demo(cfg: Config, *, progress: bool | None = None) -> DemoResult:
         rows_status.append(st)
     assert steps is not None
     num_saved = steps.shape[0]
+    lim_train, lim_test = [], []
+    if cfg.demo.limit:
+        for L in cfg.demo.depths:
+            res = run_limit(cfg, depth=L, task=task, progress=progress, desc=f"limit L={L}")
+            lim_train.append(res.loss_train)
+            lim_test.append(res.loss_test)
 
     def pad(x):  # a member that stopped early (all diverged) has fewer saved steps
         return jnp.pad(x, ((0, 0), (0, num_saved - x.shape[1])), constant_values=jnp.nan)
@@ -57,4 +67,6 @@ def run_demo(cfg: Config, *, progress: bool | None = None) -> DemoResult:
         loss_train=jnp.stack([jnp.stack([pad(x) for x in r]) for r in rows_train]),
         loss_test=jnp.stack([jnp.stack([pad(x) for x in r]) for r in rows_test]),
         status=jnp.stack([jnp.stack(r) for r in rows_status]),
+        limit_loss_train=jnp.stack([pad(x) for x in lim_train]) if lim_train else None,
+        limit_loss_test=jnp.stack([pad(x) for x in lim_test]) if lim_test else None,
     )

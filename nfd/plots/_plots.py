@@ -51,6 +51,7 @@ def demo_figure(run: Run) -> Figure:
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True, layout="constrained")
         cmap = plt.get_cmap("viridis")
+        cfg = run.config
         for ax, key, title in ((axes[0], "loss_train", "train"), (axes[1], "loss_test", "test")):
             for j, L in enumerate(depths):
                 for i, n in enumerate(widths):
@@ -59,12 +60,24 @@ def demo_figure(run: Run) -> Figure:
                     ls = ["-", "--", ":", "-."][i % 4]
                     ax.plot(steps, mean, ls, color=color, lw=1.2, label=f"n={n}, L={L}")
                     ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15, lw=0)
+                lim = a.get("limit_" + key)
+                if lim is not None:
+                    mean, se = _mean_se(lim[j], axis=0)
+                    color = cmap(j / max(len(depths) - 1, 1))
+                    ax.plot(steps, mean, color="k", lw=2.2, alpha=0.9, zorder=0)
+                    ax.plot(
+                        steps,
+                        mean,
+                        color=color,
+                        lw=1.0,
+                        zorder=0.5,
+                        label=f"limit n=∞, K=L={L} ({cfg.limit.coupling})",
+                    )
             ax.set_yscale("log")
             ax.set_xlabel("training step t")
             ax.set_title(f"{title} loss")
         axes[0].set_ylabel("loss")
         axes[1].legend(ncols=1, loc="upper right")
-        cfg = run.config
         fig.suptitle(
             f"{cfg.task.name}: {cfg.model.param} ResNet, {cfg.model.activation}, "
             f"{cfg.optim.name} η0={cfg.optim.lr:g}, γ0={cfg.model.gamma0:g}, {cfg.seeds} seeds",

@@ -149,3 +149,47 @@ def test_classification_tasks_run(tmp_path, name, capsys):
     assert a["f_train"].shape[-1] == 10
     assert a["loss_train"][0, -1] < a["loss_train"][0, 0] < np.log(10) + 0.1
     capsys.readouterr()
+
+
+def test_limit_run_writes_the_same_result_format(tmp_path, capsys):
+    out = tmp_path / "limit"
+    assert main(["run", str(ROOT / "configs/smoke/limit.toml"), "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "estimated memory" in captured.err
+    run = load_run(out)
+    a = run.arrays
+    E, S, P, Q, R = 2, 4, 12, 5, 3
+    assert a["f_train"].shape == (E, S, P, 1) and a["ntk"].shape == (E, S, P + Q, P + Q)
+    assert a["h_kernel"].shape == (E, S, R, P + Q, P + Q)
+    assert run.meta["kind"] == "limit" and run.meta["limit"]["coupling"] == "exact"
+    assert run.meta["limit"]["layer_steps"] == 4
+    # the limit starts from f(0) = 0 (centred P2 readout) and its loss decreases
+    np.testing.assert_allclose(a["f_train"][:, 0], 0.0, atol=1e-6)
+    assert np.all(a["loss_train"][:, -1] < a["loss_train"][:, 0])
+
+
+@pytest.mark.parametrize(
+    "override,start",
+    [
+        ("optim.name=adam", "error: optim.name: 'adam' has no limit solver"),
+        ("model.block=two_layer", "error: model.block: the limit solver supports one_layer"),
+        ("limit.particles=100000000", "error: limit.particles: the run needs an estimated"),
+        ("limit.method=linear_exact", "error: limit.method: 'linear_exact' needs"),
+    ],
+)
+def test_limit_config_errors(tmp_path, capsys, override, start):
+    rc = main(
+        [
+            "run",
+            str(ROOT / "configs/smoke/limit.toml"),
+            "--out",
+            str(tmp_path / "x"),
+            "--quiet",
+            "--set",
+            override,
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(start), err
+    assert not (tmp_path / "x").exists()

@@ -280,3 +280,107 @@ def test_cross_entropy_and_multiple_outputs_match_finite_network():
         progress=False,
     )
     np.testing.assert_allclose(fin.f_train, lim.f_train, rtol=1e-8, atol=1e-11)
+
+
+@pytest.mark.parametrize("K", [1, 4, 16])
+def test_linear_first_step_decoupled_ratio(K):
+    """T3: for linear nets tr Θ̃(0)/tr Θ(0) = 2q/(1+2q), q = 1 + 1/K (mode B read out by P2 moves
+    with Θ̃; mode A with Θ); within 4 SE over repetitions, the two modes drawn independently."""
+    P, D, M, E = 3, 6, 512, 8
+    xs = unit_inputs(P, D, key=jr.key(20))
+    ys = jnp.zeros((P, 1))
+    traces = {}
+    for name, coupling in (("A", nfd.ReusedWeights()), ("B", nfd.DecoupledWeights())):
+        res = simulate_limit(
+            _sample(E, M, K, D, 1, 1.0, coupling, jr.key(21 + K)),
+            xs,
+            ys,
+            xs[:0],
+            ys[:0],
+            param=nfd.DepthMuP(),
+            activation=Linear(),
+            readout=FeatureReadout(),
+            loss=MSE(),
+            lr=jnp.full((E,), 0.1),
+            schedule=jnp.zeros((0, P), int),
+            ntk=True,
+            progress=False,
+        )
+        traces[name] = mean_se(np.trace(np.asarray(res.ntk[:, 0]), axis1=1, axis2=2))
+    q = 1 + 1 / K
+    exact_a = P * (q ** (K - 1) + 2 * q**K)  # tr Θ(0) with K^x_μμ = 1
+    (ma, sa), (mb, sb) = traces["A"], traces["B"]
+    assert abs(ma - exact_a) < 4 * sa
+    assert abs(mb - exact_a * 2 * q / (1 + 2 * q)) < 4 * sb
+
+
+def test_euler_error_has_slope_minus_one_in_k():
+    """T5b: on nested increments (one path of W matrices summed to coarser grids), the particle
+    trajectory at K = 4…16 approaches the K = 64 solution with weak order 1 (slope −1 ± 0.25)."""
+    from nfd.limit import Particles
+
+    task = teacher_student(n_train=4, n_test=0, in_dim=4, key=jr.key(30))
+    M, K_fine, E, T = 256, 64, 2, 3
+    fine = _sample(E, M, K_fine, 4, 1, 1.0, nfd.ReusedWeights(), jr.key(31))
+
+    def coarse(k):  # sum the fine increments dB = W/√K_fine into k steps; W_k = √k · dB_k
+        f = K_fine // k
+        W = fine.W.reshape(E, k, f, M, M).sum(axis=2) / f**0.5
+        return Particles(U=fine.U, W=W, W_back=W, v=fine.v, coupling=fine.coupling)
+
+    def run(parts):
+        res = simulate_limit(
+            parts,
+            task.x_train,
+            task.y_train,
+            task.x_test,
+            task.y_test,
+            param=nfd.DepthMuP(),
+            activation=Tanh(),
+            readout=FeatureReadout(),
+            loss=MSE(),
+            lr=jnp.full((E,), 1.0),
+            schedule=batch_schedule(4, 0, T, key=jr.key(0)),
+            every=T,
+            ntk=True,
+            progress=False,
+        )
+        return np.concatenate([np.asarray(res.ntk).ravel(), np.asarray(res.f_train).ravel()])
+
+    ref = run(fine)
+    ks = [4, 8, 16]
+    errs = [np.sqrt(np.mean((run(coarse(k)) - ref) ** 2)) for k in ks]
+    # the reference has its own O(1/K_fine) error: with x_K ≈ x + c/K, ‖x_K − x_ref‖ ≈
+    # ‖c‖(1/K − 1/K_fine); fit the exponent p of ‖x_K − x_ref‖ = a (1/K − 1/K_fine)^p
+    gaps = [1 / k - 1 / K_fine for k in ks]
+    s = slope(gaps, errs)
+    assert abs(s - 1.0) < 0.25, (s, errs)
+
+
+def test_particle_step_compiles_once():
+    """No retracing across training steps (and across learning rates of the same shape)."""
+    from nfd.limit import _particles as mod
+
+    task = teacher_student(n_train=6, n_test=2, in_dim=4, key=jr.key(40))
+    step = eqx.filter_jit(eqx.debug.assert_max_traces(mod.particle_step.__wrapped__, max_traces=1))
+    orig = mod.particle_step
+    mod.particle_step = step
+    try:
+        for lr in (0.1, 0.2):
+            simulate_limit(
+                _sample(2, 32, 3, 4, 1, 1.0, nfd.ReusedWeights(), jr.key(41)),
+                task.x_train,
+                task.y_train,
+                task.x_test,
+                task.y_test,
+                param=nfd.DepthMuP(),
+                activation=Relu(),
+                readout=NTKReadout(),
+                loss=MSE(),
+                lr=jnp.full((2,), lr),
+                schedule=batch_schedule(6, 3, 5, key=jr.key(0)),
+                progress=False,
+            )
+    finally:
+        mod.particle_step = orig
+    assert eqx.debug.get_num_traces(step) == 1

@@ -1,0 +1,130 @@
+"""Limit runs from a config: the NFD solver on the task and batch sequence of the finite runs."""
+
+import sys
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+
+from ..config import (
+    Config,
+    ConfigError,
+    build_activation,
+    build_loss,
+    build_param,
+    build_task,
+    run_keys,
+)
+from ..limit import (
+    READOUTS,
+    available_memory,
+    estimate_memory,
+    sample_particles,
+    simulate_limit,
+)
+from ..model import BACKWARD
+from ..tasks import Task
+from ..train import TrainResult, batch_schedule
+
+
+def layer_steps(cfg: Config, depth: int | None = None) -> int:
+    """``K``: `limit.layer_steps`, or the network depth when it is 0 (K = L, spec §3.4)."""
+    return cfg.limit.layer_steps or (cfg.model.depth if depth is None else depth)
+
+
+def check_limit_memory(cfg: Config, task: Task, K: int, *, quiet: bool = False) -> int:
+    """Print the estimated memory and cost of a particle run; refuse (exit 2) if it cannot fit."""
+    M, E = cfg.limit.particles, cfg.seeds
+    pts = task.n_train + task.n_test
+    itemsize = 8 if task.x_train.dtype == jnp.float64 else 4
+    need = estimate_memory(
+        M,
+        K,
+        pts,
+        task.out_dim,
+        task.in_dim,
+        E,
+        itemsize=itemsize,
+        decoupled=cfg.limit.coupling == "decoupled",
+    )
+    flops = 6.0 * K * M * M * pts * (1 + task.out_dim) * E
+    have = available_memory()
+    if not quiet:
+        have_txt = f"{have / 2**30:.1f} GiB available" if have else "available memory unknown"
+        print(
+            f"limit: M={M} K={K} E={E} points={pts}: estimated memory {need / 2**30:.2f} GiB "
+            f"({have_txt}), ~{flops / 1e9:.1f} GFLOP per training step",
+            file=sys.stderr,
+        )
+    if have is not None and need > have:
+        raise ConfigError(
+            "limit.particles",
+            f"the run needs an estimated {need / 2**30:.1f} GiB but "
+            f"{have / 2**30:.1f} GiB is available",
+            "reduce limit.particles, limit.layer_steps, seeds or task.n_test",
+        )
+    return need
+
+
+def run_limit(
+    cfg: Config,
+    *,
+    depth: int | None = None,
+    task: Task | None = None,
+    progress: bool | None = None,
+    quiet: bool = False,
+    desc: str = "limit",
+) -> TrainResult:
+    """The NFD limit of `[model]` on `[task]` (``cfg.seeds`` independent solver repetitions).
+
+    Replays the finite runs' batch sequence (same `seed`); ``K = limit.layer_steps`` (0: the depth).
+    """
+    keys = run_keys(cfg)
+    task = build_task(cfg, key=keys["task"]) if task is None else task
+    K = layer_steps(cfg, depth)
+    lim = cfg.limit
+    if lim.method != "particles" or lim.noise != "matrix":
+        raise ConfigError(
+            "limit.method",
+            f"method {lim.method!r} with noise {lim.noise!r} is not available in this version",
+            "method = 'particles', noise = 'matrix'",
+        )
+    check_limit_memory(cfg, task, K, quiet=quiet)
+    param = build_param(cfg)
+    coupling = BACKWARD[{"exact": "reused", "decoupled": "decoupled"}[lim.coupling]]()
+    rep_keys = jnp.stack([jr.fold_in(keys["limit"], e) for e in range(cfg.seeds)])
+    dtype = task.x_train.dtype
+    particles = eqx.filter_vmap(
+        lambda k: sample_particles(
+            lim.particles,
+            K,
+            task.in_dim,
+            task.out_dim,
+            sigma_out=param.sigma_out,
+            coupling=coupling,
+            dtype=dtype,
+            key=k,
+        )
+    )(rep_keys)
+    schedule = batch_schedule(
+        task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=keys["batch"]
+    )
+    return simulate_limit(
+        particles,
+        task.x_train,
+        task.y_train,
+        task.x_test,
+        task.y_test,
+        param=param,
+        activation=build_activation(cfg),
+        readout=READOUTS[lim.readout](),
+        loss=build_loss(cfg),
+        lr=jnp.full((cfg.seeds,), cfg.optim.lr, dtype),
+        schedule=schedule,
+        every=cfg.output.every,
+        layer_times=cfg.output.layer_times,
+        ntk=cfg.output.ntk,
+        kernels=cfg.output.kernels,
+        progress=progress,
+        desc=desc,
+    )
