@@ -310,33 +310,31 @@ def particle_step(
         dv = jnp.matmul(phis[-1], c, precision=HIGHEST)  # (M, C)
         f_ntk = state.f_ntk
         if isinstance(settings.readout, NTKReadout):
-            # P1: f += η0 Θ c, as the first-order change (no Θ is formed; see module docstring)
-            u_term = jnp.einsum(
-                "cmn,mn->nc",
-                sw.G[0],
-                jnp.matmul(dA_in, x_all.T, precision=HIGHEST),
-                precision=HIGHEST,
-            )
-            w_term = jnp.einsum(
-                "kcmn,kmn->nc",
-                sw.G[1:],
-                jnp.einsum("kij,kjn->kin", dA, phis[:-1], precision=HIGHEST),
-                precision=HIGHEST,
-            )
+            # P1: f += η0 Θ c, with Θ c in Gram form over the batch (never forming Θ or an
+            # extra M×M product): Σ_ν Θ_μν c_ν = m_U σ² Σ_b K^x_μb (g_0μ·gc_0b)/M
+            #   + m_W b² Σ_k Σ_b (g_{k+1,μ}·gc_{k+1,b})(φ_kμ·φ_kb)/M² + m_v Σ_b (φ_Kμ·φ_Kb) c_b/M
+            xb = x_all[idx]
+            kxb = jnp.matmul(x_all, xb.T, precision=HIGHEST) / D  # (Pts, B)
+            u_term = jnp.einsum("cmp,mb,pb->pc", sw.G[0], gcb[0], kxb, precision=HIGHEST)
+            gg = jnp.einsum("kcmp,kmb->kcpb", sw.G[1:], gcb[1:], precision=HIGHEST)
+            ff = jnp.einsum("kmp,kmb->kpb", phis[:-1], phib[:-1], precision=HIGHEST)
+            w_term = jnp.einsum("kcpb,kpb->pc", gg, ff, precision=HIGHEST) / M
             v_term = jnp.matmul(phis[-1].T, dv, precision=HIGHEST)
             df = (m["U"] * p.sigma_in**2 * u_term + drift_w * w_term + m["v"] * v_term) / M
             f_ntk = f_ntk + lr * df
-        new = ParticleState(
-            A=state.A + dA,
-            A_in=state.A_in + dA_in,
-            v=state.v + m["v"] * eg * dv,
-            f_ntk=f_ntk,
+        # H and G are finite (solve_depth's result), so dA is unless it overflows: checking the
+        # small arrays keeps the step free of extra passes over the K·M² accumulators
+        ok = jnp.isfinite(value) & (sw.result == RESULTS.successful._value)
+        ok = ok & jnp.all(jnp.isfinite(dv)) & jnp.all(jnp.isfinite(dA_in))
+        keep = alive & ok
+        zero = jnp.zeros((), dA.dtype)
+        state = ParticleState(
+            A=state.A + jnp.where(keep, dA, zero),
+            A_in=state.A_in + jnp.where(keep, dA_in, zero),
+            v=state.v + jnp.where(keep, m["v"] * eg * dv, zero),
+            f_ntk=jnp.where(keep, f_ntk, state.f_ntk),
             F0=state.F0,
         )
-        ok = jnp.isfinite(value) & (sw.result == RESULTS.successful._value)
-        ok = ok & jnp.all(jnp.isfinite(new.A)) & jnp.all(jnp.isfinite(new.v))
-        keep = alive & ok
-        state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
         failed = jnp.where(alive & ~ok, t, failed)
         return state, keep, failed, value
 

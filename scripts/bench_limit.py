@@ -1,0 +1,140 @@
+"""Benchmark of the particle limit solver (spec NFD.md §4.1, §4.5): per-step cost flat in t.
+
+Prints, for one CPU- or GPU-sized problem, measured in one run:
+  * the per-training-step time in the first and the last decile of training (goal: ratio <= 1.2:
+    the drift is in accumulator form, so a step's cost must not grow with t),
+  * achieved GFLOP/s of a training step, and its ratio to a jitted chain of matmuls of the same
+    shape ((M×M)@(M×P), K of them) on the same device (goal: >= 0.5),
+  * the memory estimate (`nfd.limit.estimate_memory`) against the measured peak.
+
+    .venv/bin/python scripts/bench_limit.py                     # M=2048 K=32 P=64 T=200
+    .venv/bin/python scripts/bench_limit.py --particles 16384   # the GPU size of the issue
+"""
+
+import argparse
+import resource
+import sys
+import time
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import nfd
+from nfd.limit import FeatureReadout, estimate_memory, sample_particles, simulate_limit
+from nfd.nn import Tanh
+from nfd.tasks import teacher_student
+from nfd.train import MSE, batch_schedule
+
+
+def _peak_bytes() -> int | None:
+    stats = jax.devices()[0].memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return None
+
+
+def _matmul_gflops(M: int, K: int, P: int, dtype, repeats: int = 5) -> float:
+    """GFLOP/s of K chained (M×M)@(M×P) products under jit (the solver's dominant shape)."""
+    W = jr.normal(jr.key(0), (K, M, M), dtype) / M**0.5
+    h = jr.normal(jr.key(1), (M, P), dtype)
+
+    @jax.jit
+    def chain(W, h):
+        return jax.lax.scan(lambda h, w: (jnp.tanh(w @ h), None), h, W)[0]
+
+    chain(W, h).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        chain(W, h).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2.0 * K * M * M * P / min(times) / 1e9
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--particles", type=int, default=2048)
+    parser.add_argument("--layer-steps", type=int, default=32)
+    parser.add_argument("--points", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args(argv)
+    M, K, P, T = args.particles, args.layer_steps, args.points, args.steps
+    dtype = jnp.float32
+    task = teacher_student(n_train=P, n_test=0, in_dim=16, key=jr.key(0))
+    x, y = task.x_train.astype(dtype), task.y_train.astype(dtype)
+    est = estimate_memory(M, K, P, 1, 16, 1, itemsize=4, decoupled=False)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    parts = eqx.filter_vmap(
+        lambda k: sample_particles(
+            M, K, 16, 1, sigma_out=1.0, coupling=nfd.ReusedWeights(), dtype=dtype, key=k
+        )
+    )(jr.split(jr.key(1), 1))
+    t0 = time.perf_counter()
+    res = simulate_limit(
+        parts,
+        x,
+        y,
+        x[:0],
+        y[:0],
+        param=nfd.DepthMuP(),
+        activation=Tanh(),
+        readout=FeatureReadout(),
+        loss=MSE(),
+        lr=jnp.full((1,), 0.5, dtype),
+        schedule=batch_schedule(P, 0, T, key=jr.key(2)),
+        every=T,
+        progress=sys.stderr.isatty(),
+    )
+    wall = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    st = np.asarray(res.step_times)[1:]  # step 0 includes compilation
+    n = max(len(st) // 10, 1)
+    first, last = float(np.median(st[:n])), float(np.median(st[-n:]))
+    # forward and backward sweeps (2 K M² P each) and the accumulator update (2 K M² B, B = P)
+    flop = 6.0 * K * M * M * P
+    step = float(np.median(st))
+    achieved = flop / step / 1e9
+    ref = _matmul_gflops(M, K, P, dtype)
+    peak = _peak_bytes()
+    measured = peak if peak is not None else rss1 - rss0
+    out = {
+        "M": M,
+        "K": K,
+        "P": P,
+        "T": T,
+        "device": jax.devices()[0].device_kind,
+        "step_first_decile_s": first,
+        "step_last_decile_s": last,
+        "decile_ratio": last / first,
+        "gflops": achieved,
+        "matmul_gflops": ref,
+        "matmul_ratio": achieved / ref,
+        "memory_estimate_bytes": est,
+        "memory_measured_bytes": measured,
+        "wall_s": wall,
+        "final_loss": float(res.loss_train[0, -1]),
+    }
+    print(
+        f"bench_limit: particle_matrix, M={M} K={K} P={P} T={T}, float32, "
+        f"{out['device']} ({jax.default_backend()})"
+    )
+    print(
+        f"  per-step time: first decile {first * 1e3:.1f} ms, last decile {last * 1e3:.1f} ms, "
+        f"ratio {last / first:.3f} (goal <= 1.2)"
+    )
+    print(
+        f"  achieved {achieved:.1f} GFLOP/s (6·K·M²·P = {flop / 1e9:.1f} GFLOP/step); jitted "
+        f"matmul chain {ref:.1f} GFLOP/s; ratio {achieved / ref:.2f} (goal >= 0.5)"
+    )
+    kind = "device peak" if peak is not None else "host max-RSS growth"
+    print(f"  memory: estimate {est / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB ({kind})")
+    print(f"  total {wall:.1f} s, final train loss {out['final_loss']:.4g}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
