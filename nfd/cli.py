@@ -177,8 +177,51 @@ def _demo(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: 
     return 1 if meta["all_failed"] else 0
 
 
+def _sweep(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
+    import numpy as np
+
+    from .experiments import convergence_summary, run_sweep, summary_table, sweep_arrays
+    from .plots import sweep_figure
+    from .runs import load_run, save_run
+
+    _setup_precision(cfg)
+    t0 = time.perf_counter()
+    res = run_sweep(cfg, progress=None if not quiet else False)
+    wall = time.perf_counter() - t0
+    arrays = sweep_arrays(res)
+    summary = convergence_summary({k: np.asarray(v) for k, v in arrays.items() if v is not None})
+    status = np.asarray(res.status)
+    members = [
+        {
+            "width": int(n),
+            "depth": int(L),
+            "lr": float(lr),
+            "seed": e,
+            "status": "diverged" if status[i, j, r, e] else "ok",
+        }
+        for i, n in enumerate(res.widths)
+        for j, L in enumerate(res.depths)
+        for r, lr in enumerate(res.lrs)
+        for e in range(status.shape[-1])
+    ]
+    meta = {
+        "timings": {"wall_s": wall},
+        "kind": "sweep",
+        "summary": summary,
+        "members": members,
+        "all_failed": bool(np.all(status != 0)),
+    }
+    out = _default_out(cfg_path) if out is None else out
+    run_dir = save_run(out, cfg, arrays, meta)
+    sweep_figure(load_run(run_dir)).savefig(run_dir / "sweep.png")
+    print(summary_table(summary))
+    print(f"diverged members: {int(np.sum(status != 0))} of {status.size}")
+    print(run_dir)
+    return 1 if meta["all_failed"] else 0
+
+
 def _plot(run_dir: pathlib.Path) -> int:
-    from .plots import demo_figure, loss_figure
+    from .plots import demo_figure, loss_figure, sweep_figure
     from .runs import load_run
 
     if not (run_dir / "result.npz").exists():
@@ -186,9 +229,11 @@ def _plot(run_dir: pathlib.Path) -> int:
             "run_dir", f"{str(run_dir)!r} holds no result.npz", "a saved run directory"
         )
     run = load_run(run_dir)
-    is_demo = run.meta.get("kind") == "demo"
-    name = "demo.png" if is_demo else "loss.png"
-    (demo_figure if is_demo else loss_figure)(run).savefig(run_dir / name)
+    kind = run.meta.get("kind", "finite")
+    name, figure = {"demo": ("demo.png", demo_figure), "sweep": ("sweep.png", sweep_figure)}.get(
+        kind, ("loss.png", loss_figure)
+    )
+    figure(run).savefig(run_dir / name)
     print(run_dir / name)
     return 0
 
@@ -203,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plot(args.run_dir)
         path = args.config if args.command == "run" else (args.config or DEMO_CONFIG)
         cfg = config.load(path, args.overrides)
+        if args.command == "run" and cfg.kind == "sweep":
+            return _sweep(cfg, path, args.out, args.quiet)
         if args.command == "run":
             return _run(cfg, path, args.out, args.quiet)
         return _demo(cfg, path, args.out, args.quiet)

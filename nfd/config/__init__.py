@@ -19,4 +19,5 @@ from ._schema import LimitConfig as LimitConfig
 from ._schema import ModelConfig as ModelConfig
 from ._schema import OptimConfig as OptimConfig
 from ._schema import OutputConfig as OutputConfig
+from ._schema import SweepConfig as SweepConfig
 from ._schema import TaskConfig as TaskConfig

@@ -165,11 +165,35 @@ class DemoConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """`[sweep]`: the grid of a `kind = "sweep"` run (empty lists: the `[model]`/`[optim]` value).
+
+    Every (width, depth) is one compiled computation whose ensemble holds ``seeds × len(lrs)``
+    members (a vmap over seeds and learning rates); every depth also runs the limit at ``K = L`` for
+    each coupling mode in ``couplings`` (``seeds × len(lrs)`` repetitions).
+    """
+
+    widths: tuple[int, ...] = ()
+    depths: tuple[int, ...] = ()
+    lrs: tuple[float, ...] = ()
+    couplings: tuple[Literal["exact", "decoupled"], ...] = ("exact", "decoupled")
+
+    def __post_init__(self):
+        for key, values in (("sweep.widths", self.widths), ("sweep.depths", self.depths)):
+            for v in values:
+                _positive(key, v, integer=True)
+        for v in self.lrs:
+            _positive("sweep.lrs", v)
+        if len(set(self.couplings)) != len(self.couplings):
+            raise ConfigError("sweep.couplings", "lists a mode twice", "'exact' and/or 'decoupled'")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite", "limit"] = "finite"  # finite networks, or the NFD limit solver
+    kind: Literal["finite", "limit", "sweep"] = "finite"  # finite nets, the NFD limit, or a grid
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -178,6 +202,7 @@ class Config:
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     limit: LimitConfig = dataclasses.field(default_factory=LimitConfig)
     demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
+    sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
 
     def __post_init__(self):
         _positive("seeds", self.seeds, integer=True)
@@ -188,7 +213,7 @@ class Config:
                 f"must be 0 for one_layer blocks, got {self.optim.first_layer_lr_exponent}",
                 "set model.block = 'two_layer' to use it",
             )
-        if self.kind == "limit":
+        if self.kind == "limit" or (self.kind == "sweep" and self.sweep.couplings):
             self._check_limit()
         if self.optim.batch_size > self.task.n_train and self.task.name != "npz":
             raise ConfigError(
@@ -225,4 +250,5 @@ TABLES: dict[str, type] = {
     "output": OutputConfig,
     "limit": LimitConfig,
     "demo": DemoConfig,
+    "sweep": SweepConfig,
 }

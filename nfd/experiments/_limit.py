@@ -1,6 +1,7 @@
 """Limit runs from a config: the NFD solver on the task and batch sequence of the finite runs."""
 
 import sys
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -25,6 +26,9 @@ from ..limit import (
 from ..model import BACKWARD
 from ..tasks import Task
 from ..train import TrainResult, batch_schedule
+from ._finite import member_grid
+
+COUPLING_TO_BACKWARD = {"exact": "reused", "decoupled": "decoupled"}
 
 
 def layer_steps(cfg: Config, depth: int | None = None) -> int:
@@ -32,9 +36,12 @@ def layer_steps(cfg: Config, depth: int | None = None) -> int:
     return cfg.limit.layer_steps or (cfg.model.depth if depth is None else depth)
 
 
-def check_limit_memory(cfg: Config, task: Task, K: int, *, quiet: bool = False) -> int:
+def check_limit_memory(
+    cfg: Config, task: Task, K: int, *, repeats: int | None = None, quiet: bool = False
+) -> int:
     """Print the estimated memory and cost of a particle run; refuse (exit 2) if it cannot fit."""
-    M, E = cfg.limit.particles, cfg.seeds
+    M = cfg.limit.particles
+    E = cfg.seeds if repeats is None else repeats
     pts = task.n_train + task.n_test
     itemsize = 8 if task.x_train.dtype == jnp.float64 else 4
     need = estimate_memory(
@@ -70,14 +77,18 @@ def run_limit(
     cfg: Config,
     *,
     depth: int | None = None,
+    lrs: Sequence[float] | None = None,
+    coupling: str | None = None,
     task: Task | None = None,
     progress: bool | None = None,
     quiet: bool = False,
     desc: str = "limit",
 ) -> TrainResult:
-    """The NFD limit of `[model]` on `[task]` (``cfg.seeds`` independent solver repetitions).
+    """The NFD limit of `[model]` on `[task]` (``cfg.seeds`` × ``len(lrs)`` repetitions).
 
-    Replays the finite runs' batch sequence (same `seed`); ``K = limit.layer_steps`` (0: the depth).
+    Replays the finite runs' batch sequence (same `seed`); ``K = limit.layer_steps`` (0: the
+    depth); ``coupling`` overrides `limit.coupling`. Repetition ``(s, lr)`` draws its particles from
+    ``fold_in(limit_key, s)``: the same particles for every learning rate.
     """
     keys = run_keys(cfg)
     task = build_task(cfg, key=keys["task"]) if task is None else task
@@ -89,10 +100,12 @@ def run_limit(
             f"method {lim.method!r} with noise {lim.noise!r} is not available in this version",
             "method = 'particles', noise = 'matrix'",
         )
-    check_limit_memory(cfg, task, K, quiet=quiet)
+    seeds, member_lrs = member_grid(cfg, lrs)
+    check_limit_memory(cfg, task, K, repeats=len(seeds), quiet=quiet)
     param = build_param(cfg)
-    coupling = BACKWARD[{"exact": "reused", "decoupled": "decoupled"}[lim.coupling]]()
-    rep_keys = jnp.stack([jr.fold_in(keys["limit"], e) for e in range(cfg.seeds)])
+    mode = lim.coupling if coupling is None else coupling
+    backward = BACKWARD[COUPLING_TO_BACKWARD[mode]]()
+    rep_keys = jnp.stack([jr.fold_in(keys["limit"], s) for s in seeds])
     dtype = task.x_train.dtype
     particles = eqx.filter_vmap(
         lambda k: sample_particles(
@@ -101,7 +114,7 @@ def run_limit(
             task.in_dim,
             task.out_dim,
             sigma_out=param.sigma_out,
-            coupling=coupling,
+            coupling=backward,
             dtype=dtype,
             key=k,
         )
@@ -119,7 +132,7 @@ def run_limit(
         activation=build_activation(cfg),
         readout=READOUTS[lim.readout](),
         loss=build_loss(cfg),
-        lr=jnp.full((cfg.seeds,), cfg.optim.lr, dtype),
+        lr=jnp.asarray(member_lrs, dtype),
         schedule=schedule,
         every=cfg.output.every,
         layer_times=cfg.output.layer_times,

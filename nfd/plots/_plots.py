@@ -105,3 +105,110 @@ def loss_figure(run: Run) -> Figure:
         m = run.config.model
         ax.set_title(f"n={m.width}, L={m.depth}, {m.activation}, {m.backward}")
     return fig
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:+.2f}"
+
+
+def sweep_figure(run: Run) -> Figure:
+    """A sweep: (left) distance of finite predictions to each limit mode vs width, per depth, with
+    the reference slope −1; (right) final test loss vs learning rate (or width), finite and limit."""
+    from ..experiments import convergence_summary
+
+    a = run.arrays
+    widths, depths, lrs = a["widths"], a["depths"], a["lrs"]
+    summary = convergence_summary(a)  # analysis of the saved arrays (bootstrap seed fixed)
+    cmap = plt.get_cmap("viridis")
+    styles = {"exact": ("-", "o"), "decoupled": ("--", "s")}
+    with style():
+        fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
+        ax = axes[0]
+        r = 0  # first learning rate
+        for mode, res in summary["modes"].items():
+            ls, marker = styles.get(mode, ("-.", "^"))
+            d, se = np.asarray(res["d"], float), np.asarray(res["se"], float)
+            for j, L in enumerate(depths):
+                color = cmap(j / max(len(depths) - 1, 1))
+                ax.errorbar(
+                    widths,
+                    d[:, j, r],
+                    yerr=se[:, j, r],
+                    ls=ls,
+                    marker=marker,
+                    ms=3,
+                    color=color,
+                    capsize=2,
+                    lw=1.1,
+                    label=f"L={L}, {mode} (slope {res['fits'][j][r]['slope']:+.2f})",
+                )
+        if summary["modes"]:
+            ref = np.nanmax(
+                [np.nanmax(np.asarray(m["d"], float)) for m in summary["modes"].values()]
+            )
+            if np.isfinite(ref) and ref > 0:
+                ax.plot(widths, ref * widths[0] / widths, ":", color="0.5", lw=1, label="∝ 1/n")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("width n")
+        ax.set_ylabel("‖E f_finite − f_limit‖ (K = L)")
+        ax.set_title(f"finite → limit, η0 = {lrs[r]:g}")
+        ax.legend(fontsize=6)
+        ax = axes[1]
+        final = a["loss_test"][..., -1]  # (W, Ld, Lr, E)
+        key_lim = "limit_loss_test"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for j, L in enumerate(depths):
+                color = cmap(j / max(len(depths) - 1, 1))
+                if len(lrs) > 1:
+                    mean, se = _mean_se(final[-1, j], axis=-1)
+                    ax.errorbar(
+                        lrs,
+                        mean,
+                        yerr=se,
+                        color=color,
+                        marker="o",
+                        ms=3,
+                        capsize=2,
+                        label=f"n={widths[-1]}, L={L}",
+                    )
+                    if key_lim in a:
+                        lm, _ = _mean_se(a[key_lim][0, j, :, :, -1], axis=-1)
+                        ax.plot(lrs, lm, color=color, ls="--", lw=1.5, label=f"limit L={L}")
+                    ax.set_xscale("log", base=2)
+                    ax.set_xlabel("learning rate η0")
+                else:
+                    mean, se = _mean_se(final[:, j, 0], axis=-1)
+                    ax.errorbar(
+                        widths,
+                        mean,
+                        yerr=se,
+                        color=color,
+                        marker="o",
+                        ms=3,
+                        capsize=2,
+                        label=f"finite L={L}",
+                    )
+                    if key_lim in a:
+                        for x, mode in enumerate(a["couplings"]):
+                            lm, _ = _mean_se(a[key_lim][x, j, 0, :, -1], axis=-1)
+                            ax.axhline(
+                                float(lm),
+                                color=color,
+                                ls=styles.get(str(mode), "-")[0],
+                                lw=1,
+                                label=f"limit L={L} ({mode})",
+                            )
+                    ax.set_xscale("log", base=2)
+                    ax.set_xlabel("width n")
+        ax.set_yscale("log")
+        ax.set_ylabel(f"test loss at t = {int(a['steps'][-1])}")
+        ax.legend(fontsize=6)
+        m = run.config.model
+        fig.suptitle(
+            f"{run.config.task.name}: {m.param}, {m.activation}, γ0={m.gamma0:g}, "
+            f"{run.config.seeds} seeds",
+            fontsize=9,
+        )
+    return fig

@@ -384,3 +384,38 @@ def test_particle_step_compiles_once():
     finally:
         mod.particle_step = orig
     assert eqx.debug.get_num_traces(step) == 1
+
+
+@pytest.mark.slow
+def test_particle_error_slope_over_the_issue_range():
+    """T5a at the issue's sizes, M = 256 … 8192 (one repetition at a time to bound memory)."""
+    param = nfd.DepthMuP()
+    P, D, K, E = 3, 4, 2, 4
+    xs = unit_inputs(P, D, key=jr.key(50))
+    ys = jnp.zeros((P, 1))
+    exact = np.asarray(init_kernels(param, Tanh(), xs @ xs.T / D, K).Theta)
+    Ms = [256, 1024, 4096, 8192]
+    errs = []
+    for i, M in enumerate(Ms):
+        sq = []
+        for e in range(E):
+            parts = _sample(1, M, K, D, 1, 1.0, nfd.ReusedWeights(), jr.fold_in(jr.key(51 + i), e))
+            res = simulate_limit(
+                parts,
+                xs,
+                ys,
+                xs[:0],
+                ys[:0],
+                param=param,
+                activation=Tanh(),
+                readout=FeatureReadout(),
+                loss=MSE(),
+                lr=jnp.ones((1,)),
+                schedule=jnp.zeros((0, P), int),
+                ntk=True,
+                progress=False,
+            )
+            sq.append(np.mean((np.asarray(res.ntk[0, 0]) - exact) ** 2))
+        errs.append(np.sqrt(np.mean(sq)))
+    s = slope(Ms, errs)
+    assert abs(s + 0.5) < 0.15, (s, errs)
