@@ -89,10 +89,10 @@ class Particles(eqx.Module):
         coupling: `ReusedWeights` (mode A, `exact`) or `DecoupledWeights` (mode B, `decoupled`).
     """
 
-    U: Float[Array, "M D"]
-    W: Float[Array, "K M M"]
-    W_back: Float[Array, "K M M"]
-    v: Float[Array, "M C"]
+    U: Float[Array, "*E M D"]
+    W: Float[Array, "*E K M M"]
+    W_back: Float[Array, "*E K M M"]
+    v: Float[Array, "*E M C"]
     coupling: AbstractBackwardWeights
 
     @property
@@ -184,11 +184,11 @@ class _BackwardTerm(AbstractTerm):
 class ParticleState(eqx.Module):
     """The evolving state of one particle system: accumulators, readout, P1 predictions."""
 
-    A: Float[Array, "K M M"]
-    A_in: Float[Array, "M D"]
-    v: Float[Array, "M C"]
-    f_ntk: Float[Array, "Pts C"]
-    F0: Float[Array, "Pts C"]
+    A: Float[Array, "*E K M M"]
+    A_in: Float[Array, "*E M D"]
+    v: Float[Array, "*E M C"]
+    f_ntk: Float[Array, "*E Pts C"]
+    F0: Float[Array, "*E Pts C"]
 
 
 class _Sweep(eqx.Module):
