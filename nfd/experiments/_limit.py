@@ -94,6 +94,8 @@ def run_limit(
     task = build_task(cfg, key=keys["task"]) if task is None else task
     K = layer_steps(cfg, depth)
     lim = cfg.limit
+    if lim.method == "linear_exact":
+        return _run_linear_exact(cfg, task, K, lrs, coupling, keys)
     if lim.method != "particles" or lim.noise != "matrix":
         raise ConfigError(
             "limit.method",
@@ -141,3 +143,45 @@ def run_limit(
         progress=progress,
         desc=desc,
     )
+
+
+def _run_linear_exact(cfg: Config, task: Task, K: int, lrs, coupling, keys) -> TrainResult:
+    """`method = "linear_exact"` (spec §4.4): deterministic, so each learning rate is solved once
+    and repeated over the ``seeds`` axis (the members then have zero spread)."""
+    from ..limit import linear_exact
+
+    lim = cfg.limit
+    _, member_lrs = member_grid(cfg, lrs)
+    mode = lim.coupling if coupling is None else coupling
+    schedule = batch_schedule(
+        task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=keys["batch"]
+    )
+    solved = {}
+    for lr in dict.fromkeys(member_lrs):
+        solved[lr] = linear_exact(
+            task.x_train,
+            task.y_train,
+            task.x_test,
+            task.y_test,
+            param=build_param(cfg),
+            num_layer_steps=K,
+            coupling=BACKWARD[COUPLING_TO_BACKWARD[mode]](),
+            readout=READOUTS[lim.readout](),
+            loss=build_loss(cfg),
+            lr=lr,
+            schedule=schedule,
+            every=cfg.output.every,
+            layer_times=cfg.output.layer_times,
+            ntk=cfg.output.ntk,
+            kernels=cfg.output.kernels,
+            activation=build_activation(cfg),
+        )
+    members = [solved[lr] for lr in member_lrs]
+    first = members[0]
+    shared = ("steps", "step_times")  # the only fields without the leading member axis
+    stacked = {
+        k: None if v is None else jnp.concatenate([getattr(m, k) for m in members])
+        for k, v in vars(first).items()
+        if k not in shared
+    }
+    return TrainResult(steps=first.steps, step_times=first.step_times, **stacked)

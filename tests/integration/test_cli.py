@@ -193,3 +193,41 @@ def test_limit_config_errors(tmp_path, capsys, override, start):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(start), err
     assert not (tmp_path / "x").exists()
+
+
+def test_linear_exact_limit_run_first_step_is_kernel_step(tmp_path, capsys):
+    """`limit.method = "linear_exact"` through the CLI: f(1) = η0 Θ(0) c(0) with c(0) = y/P
+    (mode A, P2; spec §3.3), Θ(0) from the independent K = L recursion of spec §2."""
+    import jax.numpy as jnp
+
+    from nfd.config import build_activation, build_param, build_task, run_keys
+    from nfd.limit import init_kernels
+
+    sets = [
+        "model.activation=linear",
+        "limit.method=linear_exact",
+        "optim.batch_size=0",
+        "seeds=1",
+        "output.kernels=false",
+        "output.every=1",
+        "optim.steps=1",
+    ]
+    out = tmp_path / "exact"
+    assert (
+        main(
+            ["run", str(ROOT / "configs/smoke/limit.toml"), "--out", str(out), "--quiet"]
+            + [a for s in sets for a in ("--set", s)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    run = load_run(out)
+    cfg = run.config
+    task = build_task(cfg, key=run_keys(cfg)["task"])
+    x_all = jnp.concatenate([task.x_train, task.x_test])
+    theta = init_kernels(build_param(cfg), build_activation(cfg), x_all @ x_all.T / 6, 4).Theta
+    P = task.n_train
+    f1 = cfg.optim.lr * theta[:, :P] @ task.y_train / P  # (P+Q, 1); f(0) = 0
+    a1 = run.arrays
+    got = np.concatenate([a1["f_train"][0, 1], a1["f_test"][0, 1]])
+    np.testing.assert_allclose(got, np.asarray(f1), rtol=1e-8, atol=1e-12)
