@@ -433,11 +433,13 @@ def estimate_memory(
 ) -> int:
     """Estimated peak bytes of a particle simulation (arrays held at once, all repetitions).
 
-    Per repetition: ``W`` (and ``W̃`` in mode B), the accumulators ``A`` and their increment, two
-    stored sweeps (current and initial, ``(K+1) M Pts (1 + C)`` each, plus ``φ`` and ``g·c``).
+    Per repetition: five ``K M²`` buffers — ``W`` and ``W̃`` (separate buffers even when equal, in
+    mode A), the accumulators ``A``, their increment and the updated copy (no buffer donation) —
+    and two stored sweeps (``(K+1) M Pts (1 + C)`` each, plus ``φ`` and ``g·c``).
     """
     M, K, Pts, C = num_particles, num_layer_steps, num_points, out_dim
-    mats = (3 + int(decoupled)) * K * M * M
+    del decoupled  # W̃ is its own buffer in both modes
+    mats = 5 * K * M * M
     sweeps = 2 * (K + 1) * M * Pts * (1 + C) + 2 * (K + 1) * M * Pts
     small = M * (in_dim + 2 * C) + 4 * Pts * C
     return int(repeats * (mats + sweeps + small) * itemsize)
