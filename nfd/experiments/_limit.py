@@ -96,6 +96,8 @@ def run_limit(
     lim = cfg.limit
     if lim.method == "linear_exact":
         return _run_linear_exact(cfg, task, K, lrs, coupling, keys)
+    if lim.method == "particles" and lim.noise == "cholesky":
+        return _run_cholesky(cfg, task, K, lrs, keys, progress=progress, desc=desc)
     if lim.method != "particles" or lim.noise != "matrix":
         raise ConfigError(
             "limit.method",
@@ -185,3 +187,50 @@ def _run_linear_exact(cfg: Config, task: Task, K: int, lrs, coupling, keys) -> T
         if k not in shared
     }
     return TrainResult(steps=first.steps, step_times=first.step_times, **stacked)
+
+
+def _run_cholesky(cfg: Config, task: Task, K: int, lrs, keys, *, progress, desc) -> TrainResult:
+    """`noise = "cholesky"` (spec §4.2, mode B only): no M² memory; the clipped Schur-complement
+    mass is reported on stderr."""
+    from ..limit import simulate_limit_cholesky
+
+    lim = cfg.limit
+    _, member_lrs = member_grid(cfg, lrs)
+    dtype = task.x_train.dtype
+    schedule = batch_schedule(
+        task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=keys["batch"]
+    )
+    pairs = (cfg.optim.steps + 1) * (task.n_train + task.n_test)
+    if pairs > lim.particles:
+        raise ConfigError(
+            "limit.particles",
+            f"noise = 'cholesky' needs (T+1)·(P+Q) = {pairs} <= particles, got {lim.particles}",
+            "more particles, or limit.noise = 'matrix'",
+        )
+    res, info = simulate_limit_cholesky(
+        task.x_train,
+        task.y_train,
+        task.x_test,
+        task.y_test,
+        param=build_param(cfg),
+        activation=build_activation(cfg),
+        num_particles=lim.particles,
+        num_layer_steps=K,
+        readout=READOUTS[lim.readout](),
+        loss=build_loss(cfg),
+        lr=jnp.asarray(member_lrs, dtype),
+        schedule=schedule,
+        every=cfg.output.every,
+        layer_times=cfg.output.layer_times,
+        ntk=cfg.output.ntk,
+        kernels=cfg.output.kernels,
+        key=keys["limit"],
+        progress=progress,
+        desc=desc,
+    )
+    print(
+        f"limit[cholesky]: clipped Schur-complement mass ξ {float(jnp.max(info.clipped_xi)):.2e}"
+        f", ρ {float(jnp.max(info.clipped_rho)):.2e}",
+        file=sys.stderr,
+    )
+    return res

@@ -1,5 +1,7 @@
 """The n = ∞ limit: initialization kernels (spec NFD.md §2) and the limit solvers (§3, §4)."""
 
+from ._cholesky import CholeskyInfo as CholeskyInfo
+from ._cholesky import simulate_limit_cholesky as simulate_limit_cholesky
 from ._linear_exact import first_step_response as first_step_response
 from ._linear_exact import linear_exact as linear_exact
 from ._particles import READOUTS as READOUTS
