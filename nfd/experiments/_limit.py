@@ -2,6 +2,7 @@
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -181,7 +182,7 @@ def _run_linear_exact(cfg: Config, task: Task, K: int, lrs, coupling, keys) -> T
     members = [solved[lr] for lr in member_lrs]
     first = members[0]
     shared = ("steps", "step_times")  # the only fields without the leading member axis
-    stacked = {
+    stacked: dict[str, Any] = {
         k: None if v is None else jnp.concatenate([getattr(m, k) for m in members])
         for k, v in vars(first).items()
         if k not in shared
