@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SRC := $(wildcard nfd tests scripts notebooks)
 
 .PHONY: install demo test test-slow test-all lint format bench clean
 
@@ -18,13 +19,13 @@ demo: $(STAMP)
 	$(BIN)/nfd demo
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check nfd tests scripts notebooks
-	$(BIN)/ruff check nfd tests scripts notebooks
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/ruff check $(SRC)
 	$(BIN)/pyright
 
 format: $(STAMP)
-	$(BIN)/ruff format nfd tests scripts notebooks
-	$(BIN)/ruff check --fix nfd tests scripts notebooks
+	$(BIN)/ruff format $(SRC)
+	$(BIN)/ruff check --fix $(SRC)
 
 test: lint
 	$(BIN)/python -m pytest -n 2 -q
