@@ -97,6 +97,8 @@ def run_limit(
     lim = cfg.limit
     if lim.method == "linear_exact":
         return _run_linear_exact(cfg, task, K, lrs, coupling, keys)
+    if lim.method == "kernel":
+        return _run_fixed_point(cfg, task, K, lrs, coupling, keys)
     if lim.method == "particles" and lim.noise == "cholesky":
         return _run_cholesky(cfg, task, K, lrs, keys, progress=progress, desc=desc)
     if lim.method != "particles" or lim.noise != "matrix":
@@ -235,3 +237,67 @@ def _run_cholesky(cfg: Config, task: Task, K: int, lrs, keys, *, progress, desc)
         file=sys.stderr,
     )
     return res
+
+
+def _run_fixed_point(cfg: Config, task: Task, K: int, lrs, coupling, keys) -> TrainResult:
+    """`method = "kernel"` (spec §4.3, mode B): the kernel fixed point with ``limit.particles``
+    samples per draw set and ``seeds`` independent draw sets (the ensemble axis), per learning
+    rate; convergence is reported on stderr."""
+    from ..limit import fixed_point
+
+    lim = cfg.limit
+    mode = lim.coupling if coupling is None else coupling
+    if mode != "decoupled":
+        raise ConfigError(
+            "limit.coupling",
+            "method = 'kernel' is implemented for mode B only",
+            "'decoupled', or method = 'particles' for mode A",
+        )
+    grid = list(lrs) if lrs else [cfg.optim.lr]
+    schedule = batch_schedule(
+        task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=keys["batch"]
+    )
+    results = []
+    for lr in grid:
+        res, info = fixed_point(
+            task.x_train,
+            task.y_train,
+            task.x_test,
+            task.y_test,
+            param=build_param(cfg),
+            activation=build_activation(cfg),
+            num_layer_steps=K,
+            coupling=BACKWARD["decoupled"](),
+            readout=READOUTS[lim.readout](),
+            loss=build_loss(cfg),
+            lr=lr,
+            schedule=schedule,
+            num_samples=lim.particles,
+            num_draw_sets=cfg.seeds,
+            every=cfg.output.every,
+            layer_times=cfg.output.layer_times,
+            ntk=cfg.output.ntk,
+            kernels=cfg.output.kernels,
+            key=keys["limit"],
+        )
+        print(
+            f"limit[kernel] lr={lr:g}: iterations {jnp.asarray(info.iterations).tolist()}, "
+            f"residual {float(jnp.max(info.residual)):.1e}",
+            file=sys.stderr,
+        )
+        results.append(res)
+    if len(results) == 1:
+        return results[0]
+    # seed-major members (seed s, lr r) -> index s * len(grid) + r, as member_grid orders them
+    shared = ("steps", "step_times")
+    first = results[0]
+    stacked: dict[str, Any] = {}
+    for k, v in vars(first).items():
+        if k in shared:
+            continue
+        if v is None:
+            stacked[k] = None
+            continue
+        per = jnp.stack([getattr(r, k) for r in results], axis=1)  # (E, Lr, ...)
+        stacked[k] = per.reshape(-1, *per.shape[2:])
+    return TrainResult(steps=first.steps, step_times=first.step_times, **stacked)

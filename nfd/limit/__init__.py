@@ -2,6 +2,8 @@
 
 from ._cholesky import CholeskyInfo as CholeskyInfo
 from ._cholesky import simulate_limit_cholesky as simulate_limit_cholesky
+from ._fixed_point import FixedPointInfo as FixedPointInfo
+from ._fixed_point import fixed_point as fixed_point
 from ._linear_exact import first_step_response as first_step_response
 from ._linear_exact import linear_exact as linear_exact
 from ._particles import READOUTS as READOUTS
