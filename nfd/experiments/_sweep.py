@@ -125,8 +125,8 @@ def run_sweep(cfg: Config, *, progress: bool | None = None) -> SweepResult:
     )
 
 
-def sweep_arrays(res: SweepResult) -> dict[str, np.ndarray]:
-    """The arrays `save_run` writes for a sweep (``couplings`` as a string array)."""
+def sweep_arrays(res: SweepResult) -> dict[str, np.ndarray | None]:
+    """The arrays `save_run` writes for a sweep, as numpy (``couplings`` as a string array)."""
     out = {
         k: getattr(res, k)
         for k in (
@@ -146,6 +146,7 @@ def sweep_arrays(res: SweepResult) -> dict[str, np.ndarray]:
             "limit_status",
         )
     }
+    out = {k: None if v is None else np.asarray(v) for k, v in out.items()}
     out["couplings"] = np.array(res.couplings, dtype=str)
     return out
 
