@@ -72,7 +72,6 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._results import RESULTS
 from ..model import AbstractBackwardWeights, DecoupledWeights
 from ..nn import AbstractActivation
 from ..param import AbstractParameterization
@@ -668,8 +667,8 @@ def simulate_limit_cholesky(
         ValueError: for mode A (`limit.noise` = "cholesky" needs `limit.coupling` = "decoupled"),
             ``M < 1``, ``K < 1`` or ``(T+1)·(P+Q) > M``.
     """
-    from ..train import TrainResult, save_steps
-    from ..train._train import _progress
+    from ..train import save_steps
+    from ..train._train import _progress, result_from_records
 
     if not isinstance(coupling, DecoupledWeights):
         raise ValueError(
@@ -749,28 +748,7 @@ def simulate_limit_cholesky(
                 saves = np.append(saves[saves <= t], t + 1)
                 stop = True
 
-    def stack(name):
-        return jnp.stack([jnp.asarray(r[name]) for r in records], axis=1)
-
-    f = stack("f")
-    status = jnp.where(failed >= 0, RESULTS.nonfinite._value, RESULTS.successful._value)
-    result = TrainResult(
-        steps=jnp.asarray(saves[: len(records)]),
-        f_train=f[:, :, :P],
-        f_test=f[:, :, P:],
-        loss_train=stack("loss_train"),
-        loss_test=stack("loss_test"),
-        ntk=stack("ntk") if ntk else None,
-        h_kernel=stack("h_kernel") if kernels else None,
-        g_kernel=stack("g_kernel") if kernels else None,
-        h_rms=stack("h_rms"),
-        h_movement=stack("h_movement"),
-        block_movement=stack("block_movement"),
-        dz_own=None,
-        status=status.astype(jnp.int32),
-        failed_step=failed,
-        step_times=jnp.asarray(step_times),
-    )
+    result = result_from_records(records, saves, failed, step_times, num_train=P)
     info = CholeskyInfo(
         clipped_xi=last.clipped[:, 0],
         clipped_rho=last.clipped[:, 1],

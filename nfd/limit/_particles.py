@@ -501,8 +501,8 @@ def simulate_limit(
     Returns:
         A `nfd.train.TrainResult` with the same arrays as a finite run (``dz_own = None``).
     """
-    from ..train import TrainResult, save_steps
-    from ..train._train import _progress
+    from ..train import save_steps
+    from ..train._train import _progress, result_from_records
 
     if not isinstance(solver, AbstractItoSolver):
         raise ValueError(f"simulate_limit needs an AbstractItoSolver, got {type(solver)}.")
@@ -569,28 +569,7 @@ def simulate_limit(
                 record()
                 break
 
-    def stack(key):
-        return jnp.stack([jnp.asarray(r[key]) for r in records], axis=1)
-
-    f = stack("f")
-    status = jnp.where(failed >= 0, RESULTS.nonfinite._value, RESULTS.successful._value)
-    return TrainResult(
-        steps=jnp.asarray(saves[: len(records)]),
-        f_train=f[:, :, :P],
-        f_test=f[:, :, P:],
-        loss_train=stack("loss_train"),
-        loss_test=stack("loss_test"),
-        ntk=stack("ntk") if ntk else None,
-        h_kernel=stack("h_kernel") if kernels else None,
-        g_kernel=stack("g_kernel") if kernels else None,
-        h_rms=stack("h_rms"),
-        h_movement=stack("h_movement"),
-        block_movement=stack("block_movement"),
-        dz_own=None,
-        status=status.astype(jnp.int32),
-        failed_step=failed,
-        step_times=jnp.asarray(step_times),
-    )
+    return result_from_records(records, saves, failed, step_times, num_train=P)
 
 
 @eqx.filter_jit

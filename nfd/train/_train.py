@@ -309,26 +309,39 @@ def train(
                 record()
                 break
 
+    return result_from_records(records, saves, failed, step_times, num_train=P)
+
+
+def result_from_records(
+    records: list[dict], saves, failed, step_times, *, num_train: int
+) -> "TrainResult":
+    """Stack the per-save observable dicts of a run (member axis first) into a `TrainResult`.
+
+    Shared by the finite trainer and the particle limit solvers. Optional observables (``ntk``,
+    ``h_kernel``, ``g_kernel``, ``dz_own``) are present exactly when the records hold them.
+    """
+
     def stack(key):
         return jnp.stack([jnp.asarray(r[key]) for r in records], axis=1)
 
-    nsave = len(records)
-    saved_steps = jnp.asarray(saves[:nsave])
+    def optional(key):
+        return stack(key) if key in records[0] else None
+
     f = stack("f")
     status = jnp.where(failed >= 0, RESULTS.nonfinite._value, RESULTS.successful._value)
     return TrainResult(
-        steps=saved_steps,
-        f_train=f[:, :, :P],
-        f_test=f[:, :, P:],
+        steps=jnp.asarray(saves[: len(records)]),
+        f_train=f[:, :, :num_train],
+        f_test=f[:, :, num_train:],
         loss_train=stack("loss_train"),
         loss_test=stack("loss_test"),
-        ntk=stack("ntk") if ntk else None,
-        h_kernel=stack("h_kernel") if kernels else None,
-        g_kernel=stack("g_kernel") if kernels else None,
+        ntk=optional("ntk"),
+        h_kernel=optional("h_kernel"),
+        g_kernel=optional("g_kernel"),
         h_rms=stack("h_rms"),
         h_movement=stack("h_movement"),
         block_movement=stack("block_movement"),
-        dz_own=stack("dz_own") if single.block == "two_layer" else None,
+        dz_own=optional("dz_own"),
         status=status.astype(jnp.int32),
         failed_step=failed,
         step_times=jnp.asarray(step_times),
