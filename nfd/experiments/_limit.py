@@ -23,6 +23,7 @@ from ..limit import (
     estimate_memory,
     sample_particles,
     simulate_limit,
+    step_flops,
 )
 from ..model import BACKWARD
 from ..tasks import Task
@@ -38,13 +39,21 @@ def layer_steps(cfg: Config, depth: int | None = None) -> int:
 
 
 def check_limit_memory(
-    cfg: Config, task: Task, K: int, *, repeats: int | None = None, quiet: bool = False
+    cfg: Config,
+    task: Task,
+    K: int,
+    *,
+    repeats: int | None = None,
+    coupling: str | None = None,
+    quiet: bool = False,
 ) -> int:
     """Print the estimated memory and cost of a particle run; refuse (exit 2) if it cannot fit."""
     M = cfg.limit.particles
     E = cfg.seeds if repeats is None else repeats
     pts = task.n_train + task.n_test
     itemsize = 8 if task.x_train.dtype == jnp.float64 else 4
+    decoupled = (cfg.limit.coupling if coupling is None else coupling) == "decoupled"
+    blocks = 2 if cfg.model.block == "two_layer" else 1
     need = estimate_memory(
         M,
         K,
@@ -53,9 +62,11 @@ def check_limit_memory(
         task.in_dim,
         E,
         itemsize=itemsize,
-        decoupled=cfg.limit.coupling == "decoupled",
+        decoupled=decoupled,
+        blocks=blocks,
     )
-    flops = 6.0 * K * M * M * pts * (1 + task.out_dim) * E
+    batch = cfg.optim.batch_size or task.n_train
+    flops = E * step_flops(M, K, pts, batch, task.out_dim, decoupled=decoupled, blocks=blocks)
     have = available_memory()
     if not quiet:
         have_txt = f"{have / 2**30:.1f} GiB available" if have else "available memory unknown"
@@ -108,9 +119,9 @@ def run_limit(
             "method = 'particles', noise = 'matrix'",
         )
     seeds, member_lrs = member_grid(cfg, lrs)
-    check_limit_memory(cfg, task, K, repeats=len(seeds), quiet=quiet)
-    param = build_param(cfg)
     mode = lim.coupling if coupling is None else coupling
+    check_limit_memory(cfg, task, K, repeats=len(seeds), coupling=mode, quiet=quiet)
+    param = build_param(cfg)
     backward = BACKWARD[COUPLING_TO_BACKWARD[mode]]()
     rep_keys = jnp.stack([jr.fold_in(keys["limit"], s) for s in seeds])
     dtype = task.x_train.dtype
@@ -122,6 +133,7 @@ def run_limit(
             task.out_dim,
             sigma_out=param.sigma_out,
             coupling=backward,
+            block=cfg.model.block,
             dtype=dtype,
             key=k,
         )

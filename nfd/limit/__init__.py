@@ -18,5 +18,6 @@ from ._particles import particle_step as particle_step
 from ._particles import particles_from_resnet as particles_from_resnet
 from ._particles import sample_particles as sample_particles
 from ._particles import simulate_limit as simulate_limit
+from ._particles import step_flops as step_flops
 from ._recursion import InitKernels as InitKernels
 from ._recursion import init_kernels as init_kernels

@@ -5,7 +5,6 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 
 from .._typing import RealScalarLike
 from ._terms import AbstractTerm, Args, Increment, State
@@ -68,11 +67,5 @@ class EulerMaruyama(AbstractItoSolver):
         dW: Increment,
         args: Args,
     ) -> State:
-        dtau = tau1 - tau0
-        drift = terms.drift(tau0, y, args)
-        noise = terms.noise(tau0, y, args, dW)
-
-        def _update(y_, a, g):
-            return y_ + a * jnp.asarray(dtau, dtype=jnp.result_type(a)) + g
-
-        return jax.tree.map(_update, y, drift, noise)
+        increment = terms.increment(tau0, y, args, tau1 - tau0, dW)
+        return jax.tree.map(lambda y_, d: y_ + d, y, increment)

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jaxtyping import PyTree
 
 from .._typing import Array, Float, RealScalarLike
@@ -61,6 +62,20 @@ class AbstractTerm(eqx.Module):
         Returns:
             A pytree like ``y``.
         """
+
+    def increment(self, tau: RealScalarLike, y: State, args: Args, dtau, dW: Increment) -> State:
+        """The Euler increment ``a(τ, y, args) dτ + b(τ, y, args) dW`` over one step.
+
+        Solvers call this rather than `drift` and `noise` separately, so a term whose drift and
+        diffusion share work (e.g. both act through one intermediate field, as a two-layer
+        residual block's ``z``) can override it to compute that work once. The default combines
+        `drift` and `noise`; an override must equal it.
+        """
+        drift = self.drift(tau, y, args)
+        noise = self.noise(tau, y, args, dW)
+        return jax.tree.map(
+            lambda a, g: a * jnp.asarray(dtau, dtype=jnp.result_type(a)) + g, drift, noise
+        )
 
 
 class SDETerm(AbstractTerm):
@@ -111,3 +126,6 @@ class _ReversedTimeTerm(AbstractTerm):
 
     def noise(self, tau: RealScalarLike, y: State, args: Args, dW: Increment) -> State:
         return self.term.noise(1 - tau, y, args, dW)
+
+    def increment(self, tau: RealScalarLike, y: State, args: Args, dtau, dW: Increment) -> State:
+        return self.term.increment(1 - tau, y, args, dtau, dW)
