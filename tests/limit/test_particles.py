@@ -27,22 +27,51 @@ def _batch(tree):
     return jax.tree.map(lambda a: a[None] if eqx.is_array(a) else a, tree)
 
 
-@pytest.mark.parametrize("backward", [nfd.ReusedWeights(), nfd.DecoupledWeights()])
-@pytest.mark.parametrize("batch_size", [0, 4])
-def test_matrix_particles_with_finite_weights_are_the_finite_network(backward, batch_size):
+def _one_hot_task(task, out_dim):
+    labels = jnp.argmax(task.y_train, axis=1), jnp.argmax(task.y_test, axis=1)
+    y_tr, y_te = (jax.nn.one_hot(lab, out_dim) for lab in labels)
+    return eqx.tree_at(lambda t: (t.y_train, t.y_test), task, (y_tr, y_te))
+
+
+IDENTITY_CASES = [
+    (block, backward, batch_size, MSE())
+    for backward in (nfd.ReusedWeights(), nfd.DecoupledWeights())
+    for block, batch_size in (("one_layer", 0), ("one_layer", 4), ("two_layer", 4))
+] + [("two_layer", nfd.ReusedWeights(), 0, CrossEntropy())]
+
+
+@pytest.mark.parametrize("block,backward,batch_size,loss", IDENTITY_CASES)
+def test_matrix_particles_with_finite_weights_are_the_finite_network(
+    block, backward, batch_size, loss
+):
     """T5d: M = n, K = L and the network's own matrices reproduce its trajectory (mode A: the
-    reused network; mode B with P2: the decoupled network) to 1e-8 relative, in float64."""
-    task = teacher_student(n_train=8, n_test=3, in_dim=5, key=jr.key(0))
-    param = nfd.DepthMuP(beta=1.2, gamma0=0.8, sigma_in=0.9, sigma_out=1.1)
+    reused network; mode B with P2: the decoupled network) to 1e-8 relative, in float64: f, the
+    NTK, h_rms, each block's own movement and, for two-layer blocks (with a = 1/2, so W1's rate
+    is L^a), W1's own feature update δz^own."""
+    out_dim = 3 if isinstance(loss, CrossEntropy) else 1
+    task = teacher_student(n_train=8, n_test=3, in_dim=5, out_dim=out_dim, key=jr.key(0))
+    task = _one_hot_task(task, out_dim) if out_dim > 1 else task
+    a = 0.5 if block == "two_layer" else 0.0
+    param = nfd.DepthMuP(
+        beta=1.2, gamma0=0.8, sigma_in=0.9, sigma_out=1.1, first_layer_lr_exponent=a
+    )
     model = nfd.ResNet(
-        5, 1, 24, 4, param=param, activation=Tanh(), backward=backward, key=jr.key(1)
+        5,
+        out_dim,
+        24,
+        4,
+        param=param,
+        activation=Tanh(),
+        backward=backward,
+        block=block,
+        key=jr.key(1),
     )
     lr, T = 0.4, 12
     fin = train(
         _batch(model),
         task,
         optimizer="sgd",
-        loss=MSE(),
+        loss=loss,
         lr=jnp.array([lr]),
         num_steps=T,
         batch_size=batch_size,
@@ -60,7 +89,7 @@ def test_matrix_particles_with_finite_weights_are_the_finite_network(backward, b
         param=param,
         activation=Tanh(),
         readout=FeatureReadout(),
-        loss=MSE(),
+        loss=loss,
         lr=jnp.array([lr]),
         schedule=batch_schedule(8, batch_size, T, key=jr.key(2)),
         every=1,
@@ -76,14 +105,25 @@ def test_matrix_particles_with_finite_weights_are_the_finite_network(backward, b
     ):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10 * scale)
     np.testing.assert_allclose(fin.ntk, lim.ntk, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fin.h_rms, lim.h_rms, rtol=1e-10)
+    np.testing.assert_allclose(fin.block_movement, lim.block_movement, rtol=1e-7, atol=1e-12)
+    if block == "two_layer":
+        assert fin.dz_own is not None and lim.dz_own is not None
+        assert float(jnp.min(fin.dz_own[:, -1])) > 1e-4  # W1 did move its own features
+        np.testing.assert_allclose(fin.dz_own, lim.dz_own, rtol=1e-7, atol=1e-12)
+    else:
+        assert lim.dz_own is None
 
 
-def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk():
+@pytest.mark.parametrize("block", ["one_layer", "two_layer"])
+def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk(block):
     """P1 at M = n, K = L: f(t+1) = f(t) + η0 Θ(t) c(t) with Θ the network's empirical NTK, while
-    the network itself is trained with the error signal of the P1 predictions (spec §3.3, §4.1)."""
+    the network itself is trained with the error signal of the P1 predictions (spec §3.3, §4.1);
+    two-layer blocks with a = 1 (the NTK's W1 part carries L^a)."""
     task = teacher_student(n_train=6, n_test=2, in_dim=4, key=jr.key(3))
-    param = nfd.DepthMuP(beta=1.0, gamma0=1.0)
-    model = nfd.ResNet(4, 1, 20, 3, param=param, activation=Erf(), key=jr.key(4))
+    a = 1.0 if block == "two_layer" else 0.0
+    param = nfd.DepthMuP(beta=1.0, gamma0=1.0, first_layer_lr_exponent=a)
+    model = nfd.ResNet(4, 1, 20, 3, param=param, activation=Erf(), block=block, key=jr.key(4))
     lr, T = 0.5, 6
     x_all = jnp.concatenate([task.x_train, task.x_test])
     opt = make_optimizer("sgd", model)
@@ -123,23 +163,37 @@ def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk():
     np.testing.assert_allclose(lim.f_test[0], ref[:, 6:], rtol=1e-9, atol=1e-12)
 
 
-def _sample(E, M, K, D, C, sigma_out, coupling, key):
+def _sample(E, M, K, D, C, sigma_out, coupling, key, block="one_layer"):
     return eqx.filter_vmap(
-        lambda k: sample_particles(M, K, D, C, sigma_out=sigma_out, coupling=coupling, key=k)
+        lambda k: sample_particles(
+            M, K, D, C, sigma_out=sigma_out, coupling=coupling, block=block, key=k
+        )
     )(jr.split(key, E))
 
 
-@pytest.mark.parametrize("act", [Relu(), Erf(), Linear()])
-def test_init_kernels_match_recursion_within_3_se(act):
-    """At t = 0 the particle H_k, G_k and Θ match the K-step dual-kernel recursion of spec §2
-    (full P×P matrices, β, σ_in, σ_out ≠ 1) within 3 standard errors over repetitions."""
-    param = nfd.DepthMuP(beta=1.3, sigma_in=0.8, sigma_out=1.2)
+@pytest.mark.parametrize(
+    "act,block,coupling",
+    [
+        (Relu(), "one_layer", nfd.ReusedWeights()),
+        (Erf(), "one_layer", nfd.ReusedWeights()),
+        (Linear(), "one_layer", nfd.ReusedWeights()),
+        (Relu(), "two_layer", nfd.ReusedWeights()),
+        (Erf(), "two_layer", nfd.DecoupledWeights()),
+    ],
+)
+def test_init_kernels_match_recursion_within_4_se(act, block, coupling):
+    """At t = 0 the particle H_k, G_k and Θ (Θ̃ for mode B read out by P2) match the K-step
+    dual-kernel recursion of spec §2 (full P×P matrices, β, σ_in, σ_out ≠ 1; two-layer blocks
+    with a = 1/2) within 4 standard errors over repetitions."""
+    a = 0.5 if block == "two_layer" else 0.0
+    param = nfd.DepthMuP(beta=1.3, sigma_in=0.8, sigma_out=1.2, first_layer_lr_exponent=a)
     P, D, K, M, E = 3, 5, 6, 512, 12
     xs = unit_inputs(P, D, key=jr.key(5))
     ys = jnp.zeros((P, 1))
-    ref = init_kernels(param, act, xs @ xs.T / D, K)
+    ref = init_kernels(param, act, xs @ xs.T / D, K, block)
+    theta = ref.Theta if isinstance(coupling, nfd.ReusedWeights) else ref.Theta_decoupled
     res = simulate_limit(
-        _sample(E, M, K, D, 1, 1.2, nfd.ReusedWeights(), jr.key(6)),
+        _sample(E, M, K, D, 1, 1.2, coupling, jr.key(6), block),
         xs,
         ys,
         xs[:0],
@@ -158,7 +212,7 @@ def test_init_kernels_match_recursion_within_3_se(act):
     # 7 kernels × 6 entries = 42 (correlated) comparisons: a per-entry bound of 4 SE keeps the
     # family-wise false-alarm rate below 42 × 6e-5 ≈ 0.3% (3 SE would fail ~10% of seeds)
     iu = np.triu_indices(P)
-    pairs = [(res.ntk[:, 0], ref.Theta)]
+    pairs = [(res.ntk[:, 0], theta)]
     for r, k in enumerate((0, K // 2, K)):
         pairs += [(res.h_kernel[:, 0, r], ref.H[k]), (res.g_kernel[:, 0, r], ref.G[k])]
     for est, exact in pairs:
