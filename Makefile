@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := $(wildcard nfd tests scripts notebooks)
 
-.PHONY: install demo test test-slow test-all lint format bench clean
+.PHONY: install demo test test-slow test-all lint format bench figures figures-full clean
 
 install: $(STAMP)
 
@@ -38,6 +38,15 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_finite.py
+	$(BIN)/python scripts/bench_limit.py
+
+# every figure of the project from configs/figures (smoke: minutes on 2 CPU cores)
+figures: $(STAMP)
+	$(BIN)/nfd figures --out figures
+
+# full size (a long CPU run or a GPU); README's gallery shows these (docs/figures)
+figures-full: $(STAMP)
+	$(BIN)/nfd figures --full --out figures/full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results

@@ -1,4 +1,4 @@
-"""The `nfd` command line: ``nfd run``, ``nfd demo``, ``nfd plot``.
+"""The `nfd` command line: ``nfd run``, ``nfd demo``, ``nfd plot``, ``nfd figures``.
 
 Config mistakes exit with code 2 and one line ``error: <key>: <what is wrong> (<what is allowed>)``.
 A run writes ``DIR/config.toml``, ``DIR/meta.json`` and ``DIR/result.npz`` and prints ``DIR`` as its
@@ -41,6 +41,25 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     plot = sub.add_parser("plot", help="re-plot a saved run (no recomputation)")
     plot.add_argument("run_dir", type=pathlib.Path)
+    figures = sub.add_parser(
+        "figures", help="regenerate every figure of the project (configs/figures; smoke size)"
+    )
+    figures.add_argument("--full", action="store_true", help="full size (long CPU run or a GPU)")
+    figures.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("figures"), help="output folder"
+    )
+    figures.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help="one config's figures"
+    )
+    figures.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key in every config",
+    )
+    figures.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -177,51 +196,33 @@ def _demo(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: 
     return 1 if meta["all_failed"] else 0
 
 
-def _sweep(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
-    import numpy as np
+def _experiment(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
+    from .gallery import run_experiment
 
-    from .experiments import convergence_summary, run_sweep, summary_table, sweep_arrays
-    from .plots import sweep_figure
-    from .runs import load_run, save_run
-
-    _setup_precision(cfg)
-    t0 = time.perf_counter()
-    res = run_sweep(cfg, progress=None if not quiet else False)
-    wall = time.perf_counter() - t0
-    arrays = sweep_arrays(res)
-    summary = convergence_summary({k: np.asarray(v) for k, v in arrays.items() if v is not None})
-    status = np.asarray(res.status)
-    members = [
-        {
-            "width": int(n),
-            "depth": int(L),
-            "lr": float(lr),
-            "seed": e,
-            "status": "diverged" if status[i, j, r, e] else "ok",
-        }
-        for i, n in enumerate(res.widths)
-        for j, L in enumerate(res.depths)
-        for r, lr in enumerate(res.lrs)
-        for e in range(status.shape[-1])
-    ]
-    meta = {
-        "timings": {"wall_s": wall},
-        "kind": "sweep",
-        "summary": summary,
-        "members": members,
-        "all_failed": bool(np.all(status != 0)),
-    }
     out = _default_out(cfg_path) if out is None else out
-    run_dir = save_run(out, cfg, arrays, meta)
-    sweep_figure(load_run(run_dir)).savefig(run_dir / "sweep.png")
-    print(summary_table(summary))
-    print(f"diverged members: {int(np.sum(status != 0))} of {status.size}")
+    run_dir, all_failed = run_experiment(cfg, out, progress=None if not quiet else False)
+    print((run_dir / "report.md").read_text())
     print(run_dir)
-    return 1 if meta["all_failed"] else 0
+    return 1 if all_failed else 0
+
+
+def _figures(args) -> int:
+    from .gallery import make_figures
+
+    index = make_figures(
+        args.out,
+        full=args.full,
+        only=args.only,
+        overrides=args.overrides,
+        progress=None if not args.quiet else False,
+    )
+    print(index)
+    return 0
 
 
 def _plot(run_dir: pathlib.Path) -> int:
-    from .plots import demo_figure, loss_figure, sweep_figure
+    from .gallery import KINDS, draw, experiment
+    from .plots import demo_figure, loss_figure
     from .runs import load_run
 
     if not (run_dir / "result.npz").exists():
@@ -230,9 +231,11 @@ def _plot(run_dir: pathlib.Path) -> int:
         )
     run = load_run(run_dir)
     kind = run.meta.get("kind", "finite")
-    name, figure = {"demo": ("demo.png", demo_figure), "sweep": ("sweep.png", sweep_figure)}.get(
-        kind, ("loss.png", loss_figure)
-    )
+    if kind in KINDS:
+        for path in draw(run, experiment(kind)):
+            print(path)
+        return 0
+    name, figure = ("demo.png", demo_figure) if kind == "demo" else ("loss.png", loss_figure)
     figure(run).savefig(run_dir / name)
     print(run_dir / name)
     return 0
@@ -246,10 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "plot":
             return _plot(args.run_dir)
+        if args.command == "figures":
+            return _figures(args)
         path = args.config if args.command == "run" else (args.config or DEMO_CONFIG)
         cfg = config.load(path, args.overrides)
-        if args.command == "run" and cfg.kind == "sweep":
-            return _sweep(cfg, path, args.out, args.quiet)
+        if args.command == "run" and cfg.kind not in ("finite", "limit"):
+            return _experiment(cfg, path, args.out, args.quiet)
         if args.command == "run":
             return _run(cfg, path, args.out, args.quiet)
         return _demo(cfg, path, args.out, args.quiet)

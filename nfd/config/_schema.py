@@ -10,21 +10,10 @@ import dataclasses
 import math
 from typing import Literal
 
-
-class ConfigError(ValueError):
-    """An invalid config value; ``str(err)`` is one line ``key: what is wrong (what is allowed)``."""
-
-    def __init__(self, key: str, what: str, allowed: str):
-        self.key, self.what, self.allowed = key, what, allowed
-        super().__init__(f"{key}: {what} ({allowed})")
-
-
-def _positive(key: str, value, *, strict: bool = True, integer: bool = False):
-    ok = value > 0 if strict else value >= 0
-    if not ok or (not integer and not math.isfinite(value)):
-        bound = "> 0" if strict else ">= 0"
-        kind = "an integer" if integer else "a finite number"
-        raise ConfigError(key, f"must be {bound}, got {value!r}", f"{kind} {bound}")
+from ._gia import GiaConfig
+from ._schema_base import ConfigError as ConfigError
+from ._schema_base import positive as _positive
+from ._transfer import TransferConfig
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -170,18 +159,30 @@ class SweepConfig:
 
     Every (width, depth) is one compiled computation whose ensemble holds ``seeds × len(lrs)``
     members (a vmap over seeds and learning rates); every depth also runs the limit at ``K = L`` for
-    each coupling mode in ``couplings`` (``seeds × len(lrs)`` repetitions).
+    each coupling mode in ``couplings`` (``limit_seeds`` or ``seeds``, × ``len(lrs)`` repetitions).
+    With ``antithetic``, members come in pairs ``v(0) ↔ −v(0)`` (``seeds`` must be even).
     """
 
     widths: tuple[int, ...] = ()
     depths: tuple[int, ...] = ()
     lrs: tuple[float, ...] = ()
     couplings: tuple[Literal["exact", "decoupled"], ...] = ("exact", "decoupled")
+    # antithetic pairs v(0) ↔ −v(0) (same U, W) in the finite ensembles and the particle limit:
+    # `seeds` counts members, so it must be even; pair means cancel the noise odd in v(0)
+    antithetic: bool = False
+    limit_seeds: int = 0  # limit repetitions per depth and mode (0: `seeds`)
 
     def __post_init__(self):
         for key, values in (("sweep.widths", self.widths), ("sweep.depths", self.depths)):
             for v in values:
                 _positive(key, v, integer=True)
+        _positive("sweep.limit_seeds", self.limit_seeds, strict=False, integer=True)
+        if self.antithetic and self.limit_seeds % 2:
+            raise ConfigError(
+                "sweep.limit_seeds",
+                f"must be even with sweep.antithetic = true, got {self.limit_seeds}",
+                "0 (= seeds), 2, 4, ...",
+            )
         for v in self.lrs:
             _positive("sweep.lrs", v)
         if len(set(self.couplings)) != len(self.couplings):
@@ -193,7 +194,7 @@ class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite", "limit", "sweep"] = "finite"  # finite nets, the NFD limit, or a grid
+    kind: Literal["finite", "limit", "sweep", "gia", "transfer"] = "finite"  # see README "Configs"
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -203,6 +204,8 @@ class Config:
     limit: LimitConfig = dataclasses.field(default_factory=LimitConfig)
     demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    gia: GiaConfig = dataclasses.field(default_factory=GiaConfig)
+    transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
 
     def __post_init__(self):
         _positive("seeds", self.seeds, integer=True)
@@ -229,9 +232,14 @@ class Config:
                 f"{self.optim.name!r} has no limit solver",
                 "limit runs use 'sgd' (the limit theory's optimizer)",
             )
-        if self.model.block != "one_layer":
+        if self.model.block != "one_layer" and (
+            self.limit.method != "particles" or self.limit.noise != "matrix"
+        ):
             raise ConfigError(
-                "model.block", "the limit solver supports one_layer blocks only", "'one_layer'"
+                "model.block",
+                "two_layer blocks are solved by limit.method = 'particles' with noise = 'matrix' "
+                f"only, got method {self.limit.method!r}, noise {self.limit.noise!r}",
+                "'one_layer', or set limit.method = 'particles' and limit.noise = 'matrix'",
             )
         if self.model.post_activation:
             raise ConfigError("model.post_activation", "has no limit solver", "false")
@@ -251,4 +259,6 @@ TABLES: dict[str, type] = {
     "limit": LimitConfig,
     "demo": DemoConfig,
     "sweep": SweepConfig,
+    "gia": GiaConfig,
+    "transfer": TransferConfig,
 }

@@ -11,7 +11,11 @@ from ._limit import layer_steps as layer_steps
 from ._limit import run_limit as run_limit
 from ._sweep import SweepResult as SweepResult
 from ._sweep import convergence_summary as convergence_summary
+from ._sweep import fit_depth_scaling as fit_depth_scaling
 from ._sweep import fit_inverse_width as fit_inverse_width
+from ._sweep import run_limits as run_limits
 from ._sweep import run_sweep as run_sweep
 from ._sweep import summary_table as summary_table
 from ._sweep import sweep_arrays as sweep_arrays
+from ._sweep import sweep_report as sweep_report
+from ._transfer import transfer_experiment as transfer_experiment

@@ -1,6 +1,8 @@
 """Figures from saved runs (plots never compute)."""
 
 from ._plots import demo_figure as demo_figure
+from ._plots import depth_scaling_figure as depth_scaling_figure
 from ._plots import loss_figure as loss_figure
 from ._plots import style as style
 from ._plots import sweep_figure as sweep_figure
+from ._transfer import transfer_figures as transfer_figures

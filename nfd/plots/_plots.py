@@ -111,25 +111,44 @@ def _fmt(x) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:+.2f}"
 
 
-def sweep_figure(run: Run) -> Figure:
-    """A sweep: (left) distance of finite predictions to each limit mode vs width, per depth, with
-    the reference slope −1; (right) final test loss vs learning rate (or width), finite and limit."""
+def _sweep_summary(run: Run) -> dict:
+    """The sweep analysis saved with the run (``meta.json``); runs saved before it was recorded
+    in this form are analysed from their saved arrays (a pure function of them)."""
+    summary = run.meta.get("summary")
+    if isinstance(summary, dict) and "depth_scaling" in summary:
+        return summary
     from ..experiments import convergence_summary
 
-    a = run.arrays
-    widths, depths, lrs = a["widths"], a["depths"], a["lrs"]
-    summary = convergence_summary(a)  # analysis of the saved arrays (bootstrap seed fixed)
+    return convergence_summary(run.arrays)
+
+
+def _arr(x) -> np.ndarray:
+    """A saved (JSON) nested list as a float array; ``None`` (a saved NaN) becomes NaN."""
+    return np.array(x, dtype=float)
+
+
+SWEEP_STYLES = {"exact": ("-", "o", "mode A"), "decoupled": ("--", "s", "mode B")}
+
+
+def sweep_figure(run: Run) -> Figure:
+    """A sweep: (left) debiased distance of the finite seed-mean predictions to each limit mode
+    (K = L) vs width, per depth, with the fitted n-slope ± SE and a 1/n guide; (right) the
+    distance of the n → ∞ Richardson extrapolation ``f∞`` to each mode vs depth."""
+    summary = _sweep_summary(run)
+    widths, depths, lrs = (np.asarray(summary[k], float) for k in ("widths", "depths", "lrs"))
     cmap = plt.get_cmap("viridis")
-    styles = {"exact": ("-", "o"), "decoupled": ("--", "s")}
+    r = 0  # first learning rate
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
         ax = axes[0]
-        r = 0  # first learning rate
+        top = np.nan
         for mode, res in summary["modes"].items():
-            ls, marker = styles.get(mode, ("-.", "^"))
-            d, se = np.asarray(res["d"], float), np.asarray(res["se"], float)
+            ls, marker, name = SWEEP_STYLES.get(mode, ("-.", "^", mode))
+            d, se = _arr(res["d"]), _arr(res["se"])
+            top = np.nanmax([top, np.nanmax(d[:, :, r])]) if np.isfinite(d).any() else top
             for j, L in enumerate(depths):
-                color = cmap(j / max(len(depths) - 1, 1))
+                fit = res["fits"][j][r]
+                slope, slope_se = (_arr(fit.get(k)) for k in ("slope", "slope_se"))
                 ax.errorbar(
                     widths,
                     d[:, j, r],
@@ -137,17 +156,13 @@ def sweep_figure(run: Run) -> Figure:
                     ls=ls,
                     marker=marker,
                     ms=3,
-                    color=color,
+                    color=cmap(j / max(len(depths) - 1, 1)),
                     capsize=2,
                     lw=1.1,
-                    label=f"L={L}, {mode} (slope {res['fits'][j][r]['slope']:+.2f})",
+                    label=f"L={L:g}, {name}: slope {_fmt(slope)} ± {abs(float(slope_se)):.2f}",
                 )
-        if summary["modes"]:
-            ref = np.nanmax(
-                [np.nanmax(np.asarray(m["d"], float)) for m in summary["modes"].values()]
-            )
-            if np.isfinite(ref) and ref > 0:
-                ax.plot(widths, ref * widths[0] / widths, ":", color="0.5", lw=1, label="∝ 1/n")
+        if np.isfinite(top) and top > 0:
+            ax.plot(widths, top * widths[0] / widths, ":", color="0.5", lw=1, label="∝ 1/n")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width n")
@@ -155,60 +170,136 @@ def sweep_figure(run: Run) -> Figure:
         ax.set_title(f"finite → limit, η0 = {lrs[r]:g}")
         ax.legend(fontsize=6)
         ax = axes[1]
-        final = a["loss_test"][..., -1]  # (W, Ld, Lr, E)
-        key_lim = "limit_loss_test"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for j, L in enumerate(depths):
-                color = cmap(j / max(len(depths) - 1, 1))
-                if len(lrs) > 1:
-                    mean, se = _mean_se(final[-1, j], axis=-1)
-                    ax.errorbar(
-                        lrs,
-                        mean,
-                        yerr=se,
-                        color=color,
-                        marker="o",
-                        ms=3,
-                        capsize=2,
-                        label=f"n={widths[-1]}, L={L}",
-                    )
-                    if key_lim in a:
-                        lm, _ = _mean_se(a[key_lim][0, j, :, :, -1], axis=-1)
-                        ax.plot(lrs, lm, color=color, ls="--", lw=1.5, label=f"limit L={L}")
-                    ax.set_xscale("log", base=2)
-                    ax.set_xlabel("learning rate η0")
-                else:
-                    mean, se = _mean_se(final[:, j, 0], axis=-1)
-                    ax.errorbar(
-                        widths,
-                        mean,
-                        yerr=se,
-                        color=color,
-                        marker="o",
-                        ms=3,
-                        capsize=2,
-                        label=f"finite L={L}",
-                    )
-                    if key_lim in a:
-                        for x, mode in enumerate(a["couplings"]):
-                            lm, _ = _mean_se(a[key_lim][x, j, 0, :, -1], axis=-1)
-                            ax.axhline(
-                                float(lm),
-                                color=color,
-                                ls=styles.get(str(mode), "-")[0],
-                                lw=1,
-                                label=f"limit L={L} ({mode})",
-                            )
-                    ax.set_xscale("log", base=2)
-                    ax.set_xlabel("width n")
-        ax.set_yscale("log")
-        ax.set_ylabel(f"test loss at t = {int(a['steps'][-1])}")
+        for k, (mode, res) in enumerate(summary["modes"].items()):
+            ls, marker, name = SWEEP_STYLES.get(mode, ("-.", "^", mode))
+            d, se = _arr(res["extrap"]["d"])[:, r], _arr(res["extrap"]["se"])[:, r]
+            ax.errorbar(
+                depths * (1 + 0.04 * k),
+                d,
+                yerr=se,
+                ls=ls,
+                marker=marker,
+                ms=4,
+                color=f"C{k}",
+                capsize=2,
+                label=f"‖f∞ − f_{name.split()[-1]}‖",
+            )
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("depth L (= K)")
+        ax.set_ylabel("distance of n → ∞ extrapolation")
+        ax.set_title("Richardson f(n) = f∞ + a/n, vs each mode")
+        ax.legend(fontsize=7)
+        _sweep_title(fig, run)
+    return fig
+
+
+def _sweep_title(fig: Figure, run: Run) -> None:
+    m = run.config.model
+    fig.suptitle(
+        f"{run.config.task.name}: {m.param}, {m.activation}, γ0={m.gamma0:g}, "
+        f"{run.config.seeds} seeds, M={run.config.limit.particles} particles",
+        fontsize=9,
+    )
+
+
+def depth_scaling_figure(run: Run) -> Figure:
+    """Spec T11 for a sweep: the final test loss (left) vs 1/n per depth, with the fitted
+    ``L∞ + α/n + b/L`` lines and the limit losses at 1/n = 0; (right) vs 1/L: the per-depth
+    n → ∞ extrapolations, the fitted ``L∞ + b/L`` and each mode's limit losses with their own
+    ``c + b/L`` extrapolations to 1/L = 0."""
+    summary = _sweep_summary(run)
+    widths, depths = (np.asarray(summary[k], float) for k in ("widths", "depths"))
+    r = 0
+    fit = summary["depth_scaling"][r]
+    loss = summary["loss"]
+    y, ys = _arr(loss["finite"])[:, :, r], _arr(loss["finite_se"])[:, :, r]
+    L_inf, alpha, b = (float(_arr(fit[k])) for k in ("L_inf", "alpha", "b"))
+    cmap = plt.get_cmap("viridis")
+    with style():
+        fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
+        ax = axes[0]
+        xs = np.linspace(0, 1 / widths.min(), 50)
+        for j, L in enumerate(depths):
+            color = cmap(j / max(len(depths) - 1, 1))
+            ax.errorbar(
+                1 / widths,
+                y[:, j],
+                yerr=ys[:, j],
+                ls="",
+                marker="o",
+                ms=3,
+                color=color,
+                capsize=2,
+                label=f"finite, L={L:g}",
+            )
+            if np.isfinite(L_inf):
+                ax.plot(xs, L_inf + alpha * xs + b / L, color=color, lw=1)
+            for k, mode in enumerate(loss["limit"]):
+                _, marker, name = SWEEP_STYLES.get(mode, ("-", "^", mode))
+                ax.errorbar(
+                    [-0.03 * (k + 1) / widths.min()],
+                    [_arr(loss["limit"][mode])[j, r]],
+                    yerr=[_arr(loss["limit_se"][mode])[j, r]],
+                    ls="",
+                    marker=marker,
+                    ms=4,
+                    color=color,
+                    mfc="none",
+                    capsize=2,
+                    label=f"{name} limit, K=L={L:g}" if j == 0 or len(depths) == 1 else None,
+                )
+        ax.set_xlabel("1 / width")
+        ax.set_ylabel(f"test loss at t = {summary['t_final']}")
+        ax.set_title("loss vs 1/n (lines: L∞ + α/n + b/L)")
         ax.legend(fontsize=6)
-        m = run.config.model
-        fig.suptitle(
-            f"{run.config.task.name}: {m.param}, {m.activation}, γ0={m.gamma0:g}, "
-            f"{run.config.seeds} seeds",
-            fontsize=9,
+        ax = axes[1]
+        xl = np.linspace(0, 1 / depths.min(), 50)
+        per = fit["per_depth"]
+        ax.errorbar(
+            1 / depths,
+            _arr(per["inf"]),
+            yerr=_arr(per["se"]),
+            ls="",
+            marker="D",
+            ms=4,
+            color="k",
+            capsize=2,
+            label="finite, n → ∞ per depth",
         )
+        if np.isfinite(L_inf):
+            dof = fit["dof"]
+            q = f", χ²/dof {fit['chi2'] / dof:.2f}" if dof else ""
+            ax.plot(xl, L_inf + b * xl, color="k", lw=1, label=f"L∞ + b/L{q}")
+            ax.errorbar(
+                [0],
+                [L_inf],
+                yerr=[float(_arr(fit["L_inf_se"]))],
+                marker="*",
+                ms=8,
+                color="k",
+                capsize=2,
+            )
+        for k, (mode, lim) in enumerate(fit["limits"].items()):
+            ls, marker, name = SWEEP_STYLES.get(mode, ("-.", "^", mode))
+            ly, lse = _arr(loss["limit"][mode])[:, r], _arr(loss["limit_se"][mode])[:, r]
+            ax.errorbar(
+                1 / depths,
+                ly,
+                yerr=lse,
+                ls="",
+                marker=marker,
+                ms=4,
+                color=f"C{k}",
+                capsize=2,
+                label=f"{name} limit (K = L)",
+            )
+            c, bx = float(_arr(lim["inf"])), float(_arr(lim["b"]))
+            if np.isfinite(c):
+                ax.plot(xl, c + bx * xl, ls=ls, color=f"C{k}", lw=1)
+        ax.set_xlabel("1 / depth")
+        ax.set_ylabel(f"test loss at t = {summary['t_final']}")
+        ax.set_title("loss vs 1/L (n → ∞ and limits)")
+        ax.legend(fontsize=6)
+        _sweep_title(fig, run)
     return fig

@@ -168,13 +168,31 @@ def test_limit_run_writes_the_same_result_format(tmp_path, capsys):
     assert np.all(a["loss_train"][:, -1] < a["loss_train"][:, 0])
 
 
+def test_two_layer_limit_run_reports_w1_feature_update(tmp_path, capsys):
+    """`model.block = "two_layer"` runs the particle limit through the CLI and saves δz^own."""
+    out = tmp_path / "two"
+    args = ["run", str(ROOT / "configs/smoke/limit.toml"), "--out", str(out), "--quiet"]
+    sets = ["model.block=two_layer", "optim.first_layer_lr_exponent=0.5", "output.kernels=false"]
+    assert main(args + [arg for s in sets for arg in ("--set", s)]) == 0
+    capsys.readouterr()
+    a = load_run(out).arrays
+    E, S, K = 2, 4, 4
+    assert a["dz_own"].shape == (E, S, K) and a["block_movement"].shape == (E, S, K)
+    np.testing.assert_array_equal(a["dz_own"][:, 0], 0.0)  # no update at t = 0
+    assert np.all(a["dz_own"][:, -1] > 0)
+    assert np.all(a["loss_train"][:, -1] < a["loss_train"][:, 0])
+
+
 @pytest.mark.parametrize(
     "override,start",
     [
-        ("optim.name=adam", "error: optim.name: 'adam' has no limit solver"),
-        ("model.block=two_layer", "error: model.block: the limit solver supports one_layer"),
-        ("limit.particles=100000000", "error: limit.particles: the run needs an estimated"),
-        ("limit.method=linear_exact", "error: limit.method: 'linear_exact' needs"),
+        (["optim.name=adam"], "error: optim.name: 'adam' has no limit solver"),
+        (
+            ["model.block=two_layer", "limit.method=kernel"],
+            "error: model.block: two_layer blocks are solved by limit.method = 'particles'",
+        ),
+        (["limit.particles=100000000"], "error: limit.particles: the run needs an estimated"),
+        (["limit.method=linear_exact"], "error: limit.method: 'linear_exact' needs"),
     ],
 )
 def test_limit_config_errors(tmp_path, capsys, override, start):
@@ -185,8 +203,7 @@ def test_limit_config_errors(tmp_path, capsys, override, start):
             "--out",
             str(tmp_path / "x"),
             "--quiet",
-            "--set",
-            override,
+            *[arg for item in override for arg in ("--set", item)],
         ]
     )
     assert rc == 2

@@ -1,0 +1,54 @@
+"""`[transfer]`: learning-rate transfer across depth (spec NFD.md §6, T8–T10).
+
+Read by ``kind = "transfer"`` runs (`nfd.experiments.transfer_experiment`). The grid is
+``optimizers × variants × widths × depths × lrs``, with the ensemble of the top-level ``seeds``;
+a variant is the one-layer block or the two-layer block with W1's rate multiplied by ``L^a``.
+"""
+
+import dataclasses
+from typing import Literal
+
+from ._schema_base import ConfigError, positive
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransferConfig:
+    """`[transfer]`: the grid of the depth-transfer experiment (spec §6)."""
+
+    widths: tuple[int, ...] = (128,)
+    depths: tuple[int, ...] = (2, 4, 8, 16)
+    lrs: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)  # η0 grid (log2 spacing advised)
+    adam_lrs: tuple[float, ...] = ()  # η0 grid for Adam (empty: `lrs`)
+    one_layer: bool = True  # include the one-layer block
+    exponents: tuple[float, ...] = (0.0, 0.5)  # two-layer variants: W1 rate × L^a
+    optimizers: tuple[Literal["sgd", "adam"], ...] = ("sgd", "adam")
+    limit: bool = True  # overlay the limit's loss-vs-η0 curve (SGD variants, K = L)
+    collapse: bool = True  # one-step δz^own vs L (finite at the largest width, and the limit)
+    post_activation: bool = True  # the T10 control: feature norms, pre- vs post-activation
+
+    def __post_init__(self):
+        for key, values in (("transfer.widths", self.widths), ("transfer.depths", self.depths)):
+            if not values:
+                raise ConfigError(key, "must not be empty", "a list of positive integers")
+            for v in values:
+                positive(key, v, integer=True)
+        if len(self.lrs) < 2:
+            raise ConfigError("transfer.lrs", f"needs >= 2 values, got {self.lrs!r}", "numbers > 0")
+        for key, values in (("transfer.lrs", self.lrs), ("transfer.adam_lrs", self.adam_lrs)):
+            for v in values:
+                positive(key, v)
+            if list(values) != sorted(set(values)):
+                raise ConfigError(key, "must be strictly increasing", "e.g. [0.125, 0.25, 0.5]")
+        if not self.optimizers:
+            raise ConfigError("transfer.optimizers", "must not be empty", "'sgd' and/or 'adam'")
+        if len(set(self.optimizers)) != len(self.optimizers):
+            raise ConfigError("transfer.optimizers", "lists one twice", "'sgd' and/or 'adam'")
+        if not self.one_layer and not self.exponents:
+            raise ConfigError(
+                "transfer.exponents",
+                "is empty and transfer.one_layer = false: no variant to run",
+                "one_layer = true or a list of exponents a",
+            )
+        for a in self.exponents:
+            if not -2.0 <= a <= 2.0:
+                raise ConfigError("transfer.exponents", f"contains {a!r}", "values in [-2, 2]")

@@ -1,0 +1,65 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Learning-rate transfer across depth (spec §6, T8–T10)
+#
+# Depth-muP's 1/√L branch scale makes the first internal layer of two-layer residual blocks stop
+# learning features as depth grows (W1's own update δz^own ∝ L^(a−1/2) with W1's rate × L^a).
+# Does the learning rate that is best at one depth stay best at another — for one-layer blocks,
+# for two-layer blocks, and with which correction a? This notebook runs the `transfer`
+# experiment from its config (smoke size with `NFD_SMOKE=1`, as the test suite does; the full
+# config otherwise), then reads back the saved run: the tables and figures below are drawn from
+# the saved arrays only. The command-line twin is `nfd figures --only transfer [--full]`.
+
+# %%
+import os
+import pathlib
+import tempfile
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from nfd import config, gallery  # noqa: E402
+from nfd.experiments._transfer import transfer_summary, variant_label  # noqa: E402
+from nfd.runs import load_run  # noqa: E402
+
+SIZE = "smoke" if os.environ.get("NFD_SMOKE") else "full"
+ROOT = pathlib.Path(gallery.CONFIGS)
+cfg = config.load(ROOT / SIZE / "transfer.toml")
+out = pathlib.Path(os.environ.get("NFD_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="transfer-"))
+if out.exists() and any(out.iterdir()):
+    out = out / "run"
+run_dir, _ = gallery.run_experiment(cfg, out, progress=False)
+run = load_run(run_dir)
+
+# %% [markdown]
+# ## Argmin η0 per depth, and whether it transfers (T8: within one grid step)
+
+# %%
+a = run.arrays
+labels = [
+    variant_label("two_layer" if t else "one_layer", float(x))
+    for t, x in zip(a["two_layer"], a["exponents"], strict=True)
+]
+summary = transfer_summary(a, cfg.transfer.optimizers, labels)
+for row in summary:
+    print(
+        f"{row['optimizer']:4s} {row['variant']:18s} n={row['width']}: argmin {row['argmin']}, "
+        f"slope {row['slope']:+.2f}, transfer {row['transfer']}"
+    )
+
+# %% [markdown]
+# ## The report (measured verdict) and the figures
+
+# %%
+print((run_dir / "report.md").read_text())
+figures = gallery.experiment("transfer").figures(run)
+print(sorted(figures))

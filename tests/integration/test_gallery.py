@@ -1,0 +1,85 @@
+"""`nfd figures`: the gallery runs every config of its folder and collects figures and reports."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from nfd import gallery
+from nfd.cli import main
+
+TINY_SWEEP = """
+kind = "sweep"
+seeds = 2
+precision = "float64"
+
+[task]
+name = "teacher_student"
+n_train = 4
+n_test = 2
+in_dim = 4
+
+[model]
+activation = "tanh"
+
+[optim]
+lr = 0.5
+steps = 2
+
+[output]
+every = 1
+
+[limit]
+particles = 32
+
+[sweep]
+widths = [16, 32, 64]
+depths = [2]
+couplings = ["exact"]
+"""
+
+
+@pytest.fixture
+def root(tmp_path) -> pathlib.Path:
+    for size in ("smoke", "full"):
+        (tmp_path / "configs" / size).mkdir(parents=True)
+    (tmp_path / "configs" / "smoke" / "tiny.toml").write_text(TINY_SWEEP)
+    return tmp_path / "configs"
+
+
+def test_make_figures_collects_every_figure_and_report(root, tmp_path):
+    out = tmp_path / "figs"
+    index = gallery.make_figures(out, root=root, progress=False)
+    text = index.read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["tiny-depth_scaling.png", "tiny-sweep.png"]
+    assert (out / "tiny-sweep.png").stat().st_size > 10_000  # a drawn figure, not an empty canvas
+    assert "## tiny" in text and "![tiny sweep](tiny-sweep.png)" in text
+    run_dir = out / "runs" / "tiny"
+    assert (run_dir / "report.md").read_text() in text
+    # a second call replaces the run (no FileExistsError) and gives the same arrays
+    first = dict(np.load(run_dir / "result.npz"))
+    gallery.make_figures(out, root=root, progress=False)
+    second = dict(np.load(run_dir / "result.npz"))
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_figures_cli_errors_exit_2(root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(gallery, "CONFIGS", root)
+    rc = main(["figures", "--only", "nope", "--out", str(tmp_path / "o"), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --only: unknown figure 'nope'"), err
+    (root / "full").rmdir()
+    rc = main(["figures", "--full", "--out", str(tmp_path / "o"), "--quiet"])
+    assert rc == 2
+    assert "error: figures: no config folder" in capsys.readouterr().err
+
+
+def test_gallery_folders_hold_the_same_figures():
+    """Every smoke config has its full-size twin (the README gallery shows the full ones)."""
+    smoke = {p.name for p in gallery.gallery_configs(full=False)}
+    full = {p.name for p in gallery.gallery_configs(full=True)}
+    assert smoke and smoke <= full
