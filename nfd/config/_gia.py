@@ -3,7 +3,10 @@
 Read by ``kind = "gia"`` runs (`nfd.experiments.gia_experiment`). The grid is
 ``widths × depths``; the ensemble is the top-level ``seeds`` (antithetic *pairs* when
 ``antithetic = true``: ``2 × seeds`` networks per grid point). Training uses `[optim]` (SGD,
-`optim.lr`, `optim.batch_size`); `optim.steps` is ignored in favour of ``gia.steps``.
+`optim.lr`, `optim.batch_size`); `optim.steps` is ignored in favour of ``gia.steps``. Both limits
+(modes A and B, readout P1, K = L) are always run, by `linear_exact` for linear activations and
+otherwise by the particle method with `limit.particles` particles; the other `[limit]` keys are
+not read.
 """
 
 import dataclasses

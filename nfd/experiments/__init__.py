@@ -6,6 +6,7 @@ from ._finite import member_grid as member_grid
 from ._finite import run_finite as run_finite
 from ._gia import InitCouplingResult as InitCouplingResult
 from ._gia import constant_fit as constant_fit
+from ._gia import gia_experiment as gia_experiment
 from ._gia import init_coupling as init_coupling
 from ._limit import layer_steps as layer_steps
 from ._limit import run_limit as run_limit

@@ -1,5 +1,6 @@
 """Figures from saved runs (plots never compute)."""
 
+from ._gia import gia_figures as gia_figures
 from ._plots import demo_figure as demo_figure
 from ._plots import depth_scaling_figure as depth_scaling_figure
 from ._plots import loss_figure as loss_figure
