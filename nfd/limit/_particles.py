@@ -441,17 +441,19 @@ def particle_step(static, state: ParticleState, alive, failed):
         zero = jnp.zeros((), dv.dtype)
         c_keep = jnp.where(keep, c, zero)  # a dead member's updates are exactly zero
         pairs = _factor_pairs(settings, sw)
-        updates = {}
-        for name, left, right in pairs:
-            lc = jnp.einsum("kcmn,nc->kmn", left[..., idx], c_keep[idx], precision=HIGHEST)
-            updates[name] = (lc * (co.mult[name] * eg / M), right[..., idx])
+        # (left·c) over the batch, per trained block matrix: shared by its update and by P1
+        lcs = {
+            name: jnp.einsum("kcmn,nc->kmn", left[..., idx], c_keep[idx], precision=HIGHEST)
+            for name, left, _ in pairs
+        }
         gc0 = jnp.einsum("cmn,nc->mn", sw.G[0][..., idx], c_keep[idx], precision=HIGHEST)
         dA_in = jnp.matmul(gc0, x_all[idx], precision=HIGHEST) / D
 
         def accumulate(B, name):  # B + (left·c) rightᵀ: one batched matmul-accumulate per block
             if B is None:
                 return None
-            lc, right = updates[name]
+            right = next(r for n, _, r in pairs if n == name)[..., idx]
+            lc = lcs[name] * (co.mult[name] * eg / M)
             return B + jnp.einsum("kib,kjb->kij", lc, right, precision=HIGHEST)
 
         branch = "W" if particles.block == "one_layer" else "W2"
@@ -464,9 +466,8 @@ def particle_step(static, state: ParticleState, alive, failed):
             kxb = jnp.matmul(x_all, xb.T, precision=HIGHEST) / D  # (Pts, B)
             u_term = jnp.einsum("cmp,mb,pb->pc", sw.G[0], gc0, kxb, precision=HIGHEST)
             df = co.m["U"] * p.sigma_in**2 * u_term / M
-            for name, left, right in pairs:
-                lc = jnp.einsum("kcmn,nc->kmn", left[..., idx], c[idx], precision=HIGHEST)
-                gg = jnp.einsum("kcmp,kmb->kcpb", left, lc, precision=HIGHEST)
+            for name, left, right in pairs:  # c_keep = c wherever f_ntk is updated
+                gg = jnp.einsum("kcmp,kmb->kcpb", left, lcs[name], precision=HIGHEST)
                 ff = jnp.einsum("kmp,kmb->kpb", right, right[..., idx], precision=HIGHEST)
                 df = (
                     df
