@@ -47,6 +47,38 @@ def draw_ensemble(make, *args):
     return eqx.combine(stacked(args), static)
 
 
+def finite_ensemble(
+    cfg: Config,
+    task: Task,
+    *,
+    width: int | None = None,
+    depth: int | None = None,
+    lrs: Sequence[float] | None = None,
+    antithetic: bool = False,
+):
+    """The initial networks of `run_finite` and each member's learning rate: ``(models, lrs)``.
+
+    Member ``(s, lr)`` is initialised from ``fold_in(init_key, s)`` (the same network for every
+    learning rate); with ``antithetic`` (``cfg.seeds`` even), seeds ``2p, 2p + 1`` are the pair
+    ``v(0), −v(0)`` of draw ``p`` (see `antithetic_seeds`).
+    """
+    if antithetic and cfg.seeds % 2:
+        raise ConfigError(
+            "seeds", f"must be even for antithetic pairs, got {cfg.seeds}", "2, 4, ..."
+        )
+    seeds, member_lrs = member_grid(cfg, lrs)
+    draws, signs = antithetic_seeds(seeds, antithetic)
+    member_keys = jax.vmap(lambda s: jr.fold_in(run_keys(cfg)["init"], s))(jnp.asarray(draws))
+    dtype = task.x_train.dtype
+
+    def make(k, sign):
+        model = build_model(cfg, task, width=width, depth=depth, key=k)
+        return eqx.tree_at(lambda m: m.v, model, sign * model.v)
+
+    models = draw_ensemble(make, member_keys, jnp.asarray(signs, dtype))
+    return models, jnp.asarray(member_lrs, dtype=dtype)
+
+
 def run_finite(
     cfg: Config,
     *,
@@ -57,40 +89,29 @@ def run_finite(
     progress: bool | None = None,
     desc: str = "train",
     antithetic: bool = False,
+    save_also: Sequence[int] = (),
 ) -> TrainResult:
     """Train ``cfg.seeds`` (× ``len(lrs)``) networks of `[model]` on `[task]` with `[optim]`.
 
-    Member ``(s, lr)`` is initialised from ``fold_in(init_key, s)`` (the same network for every
-    learning rate); all members share the batch sequence of ``seed`` (the sequence a limit run of
-    the same config replays). The ensemble is one vmapped, once-compiled computation. With
-    ``antithetic`` (``cfg.seeds`` even), seeds ``2p, 2p + 1`` are the pair ``v(0), −v(0)`` of draw
-    ``p`` (see `antithetic_seeds`).
+    The members are `finite_ensemble`'s; all share the batch sequence of ``seed`` (the sequence
+    a limit run of the same config replays). The ensemble is one vmapped, once-compiled
+    computation. ``save_also``: steps saved besides those of `output.every`.
     """
     keys = run_keys(cfg)
     task = build_task(cfg, key=keys["task"]) if task is None else task
-    if antithetic and cfg.seeds % 2:
-        raise ConfigError(
-            "seeds", f"must be even for antithetic pairs, got {cfg.seeds}", "2, 4, ..."
-        )
-    seeds, member_lrs = member_grid(cfg, lrs)
-    draws, signs = antithetic_seeds(seeds, antithetic)
-    member_keys = jax.vmap(lambda s: jr.fold_in(keys["init"], s))(jnp.asarray(draws))
-    dtype = task.x_train.dtype
-
-    def make(k, sign):
-        model = build_model(cfg, task, width=width, depth=depth, key=k)
-        return eqx.tree_at(lambda m: m.v, model, sign * model.v)
-
-    models = draw_ensemble(make, member_keys, jnp.asarray(signs, dtype))
+    models, member_lrs = finite_ensemble(
+        cfg, task, width=width, depth=depth, lrs=lrs, antithetic=antithetic
+    )
     return train(
         models,
         task,
         optimizer=cfg.optim.name,
         loss=build_loss(cfg),
-        lr=jnp.asarray(member_lrs, dtype=task.x_train.dtype),
+        lr=member_lrs,
         num_steps=cfg.optim.steps,
         batch_size=cfg.optim.batch_size,
         every=cfg.output.every,
+        save_also=save_also,
         layer_times=cfg.output.layer_times,
         ntk=cfg.output.ntk,
         kernels=cfg.output.kernels,

@@ -95,12 +95,14 @@ def run_limit(
     progress: bool | None = None,
     quiet: bool = False,
     desc: str = "limit",
+    save_also: Sequence[int] = (),
 ) -> TrainResult:
     """The NFD limit of `[model]` on `[task]` (``cfg.seeds`` × ``len(lrs)`` repetitions).
 
     Replays the finite runs' batch sequence (same `seed`); ``K = limit.layer_steps`` (0: the
     depth); ``coupling`` overrides `limit.coupling`. Repetition ``(s, lr)`` draws its particles from
-    ``fold_in(limit_key, s)``: the same particles for every learning rate.
+    ``fold_in(limit_key, s)``: the same particles for every learning rate. ``save_also``: steps
+    saved besides those of `output.every` (random-matrix particles only).
     """
     keys = run_keys(cfg)
     task = build_task(cfg, key=keys["task"]) if task is None else task
@@ -154,6 +156,7 @@ def run_limit(
         lr=jnp.asarray(member_lrs, dtype),
         schedule=schedule,
         every=cfg.output.every,
+        save_also=save_also,
         layer_times=cfg.output.layer_times,
         ntk=cfg.output.ntk,
         kernels=cfg.output.kernels,

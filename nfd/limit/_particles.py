@@ -667,6 +667,7 @@ def simulate_limit(
     lr: Float[Array, " E"],
     schedule: Int[Array, "T B"],
     every: int = 1,
+    save_also: Sequence[int] = (),
     layer_times: Sequence[float] = (0.0, 0.5, 1.0),
     ntk: bool = False,
     kernels: bool = False,
@@ -685,13 +686,14 @@ def simulate_limit(
         loss: `MSE` or `CrossEntropy`.
         lr: ``η0`` per repetition ``(E,)``.
         schedule: the batch index sequence (`nfd.train.batch_schedule`: the finite trainer's).
-        every, layer_times, ntk, kernels: what to save (as `nfd.train.train`); layer time τ maps
-            to layer step ``round(τ K)``.
+        every, save_also, layer_times, ntk, kernels: what to save (as `nfd.train.train`); layer
+            time τ maps to layer step ``round(τ K)``.
         solver: the Itô scheme over layer-time (Euler–Maruyama: with ``K = L`` it is exactly the
             ``n = ∞`` limit of the depth-``L`` network).
 
     Returns:
-        A `nfd.train.TrainResult` with the same arrays as a finite run (``dz_own = None``).
+        A `nfd.train.TrainResult` with the same arrays as a finite run (``dz_own`` for two-layer
+        blocks only).
     """
     from ..train import save_steps
     from ..train._train import _progress, result_from_records
@@ -709,7 +711,7 @@ def simulate_limit(
     F0 = jnp.einsum("emp,emc->epc", activation(H0[:, -1]), particles.v, precision=HIGHEST)
     state = eqx.tree_at(lambda s: s.F0, state, F0)
     num_steps = schedule.shape[0]
-    saves = save_steps(num_steps, every)
+    saves = save_steps(num_steps, every, save_also)
     steps_saved = tuple(int(round(t * K)) for t in layer_times)
     alive = jnp.ones((e,), bool)
     failed = jnp.full((e,), -1, jnp.int32)

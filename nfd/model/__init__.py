@@ -13,5 +13,6 @@ from ._backward import (
     ReusedWeights as ReusedWeights,
 )
 from ._kernels import empirical_ntk as empirical_ntk
+from ._kernels import empirical_ntk_parts as empirical_ntk_parts
 from ._resnet import ResNet as ResNet
 from ._resnet import ResNetFields as ResNetFields

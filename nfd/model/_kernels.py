@@ -39,10 +39,11 @@ def point_fields(model: ResNet, xs: Float[Array, "P D"]) -> ResNetFields:
     return jax.vmap(model.fields)(xs)
 
 
-def ntk_from_fields(
+def ntk_parts(
     model: ResNet, xs: Float[Array, "P D"], left: ResNetFields, right: ResNetFields
-) -> Float[Array, "P P"]:
-    """The NTK of spec §1.4 from batched fields (``left``: true ``g``; ``right``: propagated)."""
+) -> dict[str, Float[Array, "P P"]]:
+    """The per-tensor terms of the NTK of spec §1.4 (keys ``U, W, v`` or ``U, W1, W2, v``), from
+    batched fields (``left``: true ``g``; ``right``: propagated); they sum to `ntk_from_fields`."""
     p = model.param
     m = p.sgd_multipliers(model.depth, model.block)
     b2 = p.branch_multiplier(model.depth) ** 2
@@ -50,15 +51,39 @@ def ntk_from_fields(
     kx = jnp.einsum("pd,qd->pq", xs, xs, precision=HIGHEST) / model.in_dim
     G = class_gram(left.g, right.g)  # (L+1, P, P)
     Phi = gram(phi(left.h), phi(left.h))  # (L+1, P, P)
-    theta = m["U"] * p.sigma_in**2 * kx * G[0] + m["v"] * Phi[-1]
+    parts = {"U": m["U"] * p.sigma_in**2 * kx * G[0], "v": m["v"] * Phi[-1]}
     if model.block == "one_layer":
-        theta = theta + m["W"] * b2 * jnp.sum(G[1:] * Phi[:-1], axis=0)
+        parts["W"] = m["W"] * b2 * jnp.sum(G[1:] * Phi[:-1], axis=0)
     else:
         assert left.z is not None and left.gz is not None and right.gz is not None
         Phi_z = gram(phi(left.z), phi(left.z))
         Gz = class_gram(left.gz, right.gz)
-        theta = theta + jnp.sum(m["W2"] * b2 * G[1:] * Phi_z + m["W1"] * Gz * Phi[:-1], axis=0)
-    return theta
+        parts["W2"] = m["W2"] * b2 * jnp.sum(G[1:] * Phi_z, axis=0)
+        parts["W1"] = m["W1"] * jnp.sum(Gz * Phi[:-1], axis=0)
+    return parts
+
+
+def ntk_from_fields(
+    model: ResNet, xs: Float[Array, "P D"], left: ResNetFields, right: ResNetFields
+) -> Float[Array, "P P"]:
+    """The NTK of spec §1.4 from batched fields (``left``: true ``g``; ``right``: propagated)."""
+    parts = ntk_parts(model, xs, left, right)
+    return _sum_parts(parts)
+
+
+def _sum_parts(parts: dict[str, Array]) -> Array:
+    values = list(parts.values())
+    out = values[0]
+    for v in values[1:]:
+        out = out + v
+    return out
+
+
+def empirical_ntk_parts(model: ResNet, xs: Float[Array, "P D"]) -> dict[str, Float[Array, "P P"]]:
+    """`ntk_parts` of ``model`` on the points ``xs`` (``Θ̃``'s for decoupled networks)."""
+    right = point_fields(model, xs)
+    left = right if model.offsets is None else point_fields(model.as_reused(), xs)
+    return ntk_parts(model, xs, left, right)
 
 
 def empirical_ntk(model: ResNet, xs: Float[Array, "P D"]) -> Float[Array, "P P"]:

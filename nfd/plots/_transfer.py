@@ -121,32 +121,62 @@ def argmin_figure(run: Run) -> Figure:
 
 
 def collapse_figure(run: Run) -> Figure:
-    """δz^own (W1's own one-step feature update) and W1's NTK share vs L, per exponent a."""
-    a = run.arrays
+    """One-step diagnostics vs L at each optimizer's collapse η0 (largest width): W1's own
+    feature update δz^own (finite, and the limit for SGD) with the slope ``a − ½``, W1's NTK
+    share (n = ∞ recursion and finite networks), and T8's coordinate ``L ×`` block update."""
+    from ..experiments._transfer import _at_collapse_lr
+
+    a, cfg = run.arrays, run.config
     labels, depths = _labels(a), a["depths"]
+    opts = cfg.transfer.optimizers
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
-        for v, label in enumerate(labels):
-            if not a["two_layer"][v]:
-                continue
-            x = float(a["exponents"][v])
-            mean, se = _mean_se(a["dz_own"][v], axis=-1)
-            axes[0].errorbar(depths, mean, se, color=f"C{v}", marker="o", ms=3, label=label)
-            lim, lse = _mean_se(a["limit_dz_own"][v], axis=-1)
-            if np.any(np.isfinite(lim)):
-                axes[0].errorbar(depths, lim, lse, color=f"C{v}", ls="--", marker="x", ms=4)
-            ref = mean[0] * (depths / depths[0]) ** (x - 0.5)
-            axes[0].plot(depths, ref, color=f"C{v}", lw=0.6, alpha=0.6)
-            axes[1].plot(depths, a["k_w1"][v], color=f"C{v}", marker="o", ms=3, label=label)
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), layout="constrained")
+        for o, opt in enumerate(opts):
+            ls = "-" if opt == "sgd" else ":"
+            dz = _at_collapse_lr(a, "dz_own", o)[:, -1]  # (V, J, S)
+            ldz = _at_collapse_lr(a, "limit_dz_own", o)  # (V, J, S)
+            move = _at_collapse_lr(a, "block_move", o)[:, -1]  # (V, J, S)
+            for v, label in enumerate(labels):
+                color = f"C{v}"
+                mean, se = _mean_se(move[v], axis=-1)
+                axes[2].errorbar(
+                    depths, mean, se, color=color, ls=ls, marker="o", ms=3, label=f"{opt}, {label}"
+                )
+                if not a["two_layer"][v]:
+                    continue
+                x = float(a["exponents"][v])
+                mean, se = _mean_se(dz[v], axis=-1)
+                axes[0].errorbar(
+                    depths, mean, se, color=color, ls=ls, marker="o", ms=3, label=f"{opt}, {label}"
+                )
+                lim, lse = _mean_se(ldz[v], axis=-1)
+                if np.any(np.isfinite(lim)):
+                    axes[0].errorbar(depths, lim, lse, color=color, ls="--", marker="x", ms=4)
+                if np.isfinite(mean[0]):
+                    ref = mean[0] * (depths / depths[0]) ** (x - 0.5)
+                    axes[0].plot(depths, ref, color=color, lw=0.6, alpha=0.5)
+                if o == 0:
+                    axes[1].plot(depths, a["k_w1"][v], color=color, label=label)
+                    km, kse = _mean_se(a["k_w1_finite"][v, -1], axis=-1)
+                    axes[1].errorbar(depths, km, kse, color=color, ls="none", marker="o", ms=3)
+        lr = ", ".join(f"{o} η0={x:g}" for o, x in zip(opts, a["collapse_lr"], strict=True))
         axes[0].set_ylabel("rms δz^own after one step")
-        axes[0].set_title("finite (solid), limit K=L (dashed), thin: slope a − ½", fontsize=8)
-        axes[1].set_ylabel("K_W1 (n = ∞, t = 0), mean diagonal")
+        axes[0].set_title("solid sgd, dotted adam, dashed limit; thin: slope a − ½", fontsize=8)
+        axes[1].set_ylabel("K_W1 at t = 0 (mean diagonal)")
+        axes[1].set_title("line: n = ∞ recursion; dots: finite (± SE)", fontsize=8)
+        axes[2].set_ylabel("L × rms block update after one step")
+        axes[2].set_title("T8 coordinate check (flat = depth-μP)", fontsize=8)
         for ax in axes:
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("depth L")
-        axes[1].legend(fontsize=7)
-        fig.suptitle("two-layer blocks: first-layer collapse (spec §6, T9)", fontsize=9)
+        axes[0].legend(fontsize=6)
+        axes[2].legend(fontsize=6)
+        fig.suptitle(
+            f"first-layer collapse of two-layer blocks (spec §6, T9), n={int(a['widths'][-1])}, "
+            f"{lr}",
+            fontsize=9,
+        )
     return fig
 
 

@@ -49,10 +49,12 @@ def batch_schedule(
     return jnp.concatenate(perms).reshape(-1, batch_size)[:num_steps]
 
 
-def save_steps(num_steps: int, every: int) -> np.ndarray:
-    """Steps at which observables are saved: 0, every, 2·every, ... and the last step."""
+def save_steps(num_steps: int, every: int, also: Sequence[int] = ()) -> np.ndarray:
+    """Steps at which observables are saved: 0, every, 2·every, ..., the last step, and the
+    steps ``also`` (those within ``0..num_steps``)."""
     steps = set(range(0, num_steps + 1, every)) if every > 0 else {0}
     steps.add(num_steps)
+    steps.update(int(t) for t in also if 0 <= t <= num_steps)
     return np.array(sorted(steps), dtype=np.int64)
 
 
@@ -223,6 +225,7 @@ def train(
     num_steps: int,
     batch_size: int = 0,
     every: int = 1,
+    save_also: Sequence[int] = (),
     layer_times: Sequence[float] = (0.0, 0.5, 1.0),
     ntk: bool = False,
     kernels: bool = False,
@@ -242,6 +245,7 @@ def train(
         num_steps: training steps ``T`` (0 evaluates the observables at initialisation only).
         batch_size: minibatch size (0 = full batch).
         every: save observables every this many steps (and at 0 and T).
+        save_also: further steps to save (e.g. ``(1,)`` for one-step diagnostics).
         layer_times: layer times τ of the saved kernels (block index round(τ·L)).
         ntk, kernels: whether to save the NTK and the h/g kernels.
         center: train and report ``f − f(θ(0))`` (spec §1.1).
@@ -264,7 +268,7 @@ def train(
         f0_all = jnp.zeros((e, x_all.shape[0], task.out_dim), x_all.dtype)
     f0_train = f0_all[:, :P]
     schedule = batch_schedule(P, batch_size, num_steps, key=batch_key)
-    saves = save_steps(num_steps, every)
+    saves = save_steps(num_steps, every, save_also)
     layer_blocks = block_indices(layer_times, single.depth)
     models0 = models
     alive = jnp.ones((e,), bool)
