@@ -47,7 +47,7 @@ def _sweep_experiment() -> Experiment:
     from .experiments import convergence_summary, run_sweep, sweep_arrays
     from .experiments._sweep import sweep_report
     from .plots import sweep_figure
-    from .plots._plots import depth_scaling_figure
+    from .plots._plots import depth_scaling_figure, kernel_figure
 
     def run(cfg: Config, *, progress: bool | None = None) -> Outcome:
         t0 = time.perf_counter()
@@ -90,7 +90,10 @@ def _sweep_experiment() -> Experiment:
         return sweep_report(summary, diverged=int(np.sum(status != 0)), members=status.size)
 
     def figures(run: Run) -> dict[str, Any]:
-        return {"sweep": sweep_figure(run), "depth_scaling": depth_scaling_figure(run)}
+        figs = {"sweep": sweep_figure(run), "depth_scaling": depth_scaling_figure(run)}
+        if run.arrays.get("limit_ntk_mean") is not None:
+            figs["kernels"] = kernel_figure(run)
+        return figs
 
     return Experiment(run=run, figures=figures, report=report)
 

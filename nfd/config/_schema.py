@@ -160,7 +160,10 @@ class SweepConfig:
     Every (width, depth) is one compiled computation whose ensemble holds ``seeds × len(lrs)``
     members (a vmap over seeds and learning rates); every depth also runs the limit at ``K = L`` for
     each coupling mode in ``couplings`` (``limit_seeds`` or ``seeds``, × ``len(lrs)`` repetitions).
-    With ``antithetic``, members come in pairs ``v(0) ↔ −v(0)`` (``seeds`` must be even).
+    With ``antithetic``, members come in pairs ``v(0) ↔ −v(0)`` (``seeds`` must be even). With
+    ``extrapolate_layers`` every mode ``X`` also gets a ``K → ∞`` limit ``X_kinf``: the Richardson
+    combination ``2 f(2K) − f(K)`` of runs at ``K`` and ``2K`` layer steps with coupled noise
+    (one-layer blocks, `limit.method = "particles"`, `limit.noise = "matrix"` only).
     """
 
     widths: tuple[int, ...] = ()
@@ -171,6 +174,8 @@ class SweepConfig:
     # `seeds` counts members, so it must be even; pair means cancel the noise odd in v(0)
     antithetic: bool = False
     limit_seeds: int = 0  # limit repetitions per depth and mode (0: `seeds`)
+    # also the K → ∞ limit per mode, Richardson of K = L and 2L (the limit part costs ×3)
+    extrapolate_layers: bool = False
 
     def __post_init__(self):
         for key, values in (("sweep.widths", self.widths), ("sweep.depths", self.depths)):
@@ -218,6 +223,8 @@ class Config:
             )
         if self.kind == "limit" or (self.kind == "sweep" and self.sweep.couplings):
             self._check_limit()
+        if self.kind == "sweep" and self.sweep.extrapolate_layers:
+            self._check_extrapolate_layers()
         if self.optim.batch_size > self.task.n_train and self.task.name != "npz":
             raise ConfigError(
                 "optim.batch_size",
@@ -248,6 +255,26 @@ class Config:
                 "limit.method",
                 "'linear_exact' needs model.activation = 'linear'",
                 "'particles' or 'kernel' for other activations",
+            )
+
+    def _check_extrapolate_layers(self) -> None:
+        allowed = (
+            "false, or model.block = 'one_layer' with limit.method = 'particles' and "
+            "limit.noise = 'matrix'"
+        )
+        if self.model.block != "one_layer":
+            raise ConfigError(
+                "sweep.extrapolate_layers",
+                f"needs model.block = 'one_layer' (coarsened one-layer noise), got "
+                f"{self.model.block!r}",
+                allowed,
+            )
+        if self.limit.method != "particles" or self.limit.noise != "matrix":
+            raise ConfigError(
+                "sweep.extrapolate_layers",
+                "needs the random-matrix particle limit (coupled layer-step noise), got "
+                f"limit.method = {self.limit.method!r}, limit.noise = {self.limit.noise!r}",
+                allowed,
             )
 
 

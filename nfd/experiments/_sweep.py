@@ -7,6 +7,12 @@ over seeds and learning rates); diverging members are recorded, not fatal. With
 ensembles and in the particle limit alike; the analysis then treats pair means as the independent
 units.
 
+With ``sweep.extrapolate_layers`` every mode ``X`` also gets a ``K → ∞`` limit, the mode
+``X_kinf``: per repetition the Richardson combination ``2 f(2K) − f(K)`` of coupled particle runs
+(the ``2K``-step matrices drawn, the ``K``-step ones their pair sums over ``sqrt 2``, see
+`coarsen_particles`). The ``K``-step run *is* the ``K = L`` run of mode ``X`` (its law is
+unchanged), so the limit part costs ×3.
+
 `convergence_summary` is a pure function of the saved arrays (plots and reports are remade
 without recomputation). Per depth it gives (spec §5.3, §7.1, T7, T11):
 
@@ -17,6 +23,8 @@ without recomputation). Per depth it gives (spec §5.3, §7.1, T7, T11):
   slope's error includes the limit's noise);
 - the Richardson extrapolation ``f(n) = f∞ + a/n`` of the finite predictions (weighted least
   squares per coordinate; for two widths ``2 f(2n) − f(n)``) and its distance to each mode;
+- the depth slope of the plateaus ``d∞(L)`` (`fit_depth_plateau`; for ``X_kinf`` modes the
+  finite nets differ from the limit by O(1/L), slope −1);
 - the depth-scaling fit of the final test loss, ``L∞ + α/n + b/L`` (spec T11), with χ² and the
   mode-A and mode-B limit losses extrapolated in ``1/L``.
 """
@@ -42,7 +50,7 @@ from ..config import (
     build_task,
     run_keys,
 )
-from ..limit import READOUTS, estimate_memory, sample_particles, simulate_limit
+from ..limit import READOUTS, Particles, estimate_memory, sample_particles, simulate_limit
 from ..model import DecoupledWeights
 from ..tasks import Task
 from ..train import TrainResult, batch_schedule, save_steps
@@ -52,7 +60,9 @@ from ._limit import check_limit_memory, layer_steps, run_limit
 
 class SweepResult(eqx.Module):
     """Saved arrays of a sweep. Leading axes: W widths, Ld depths, Lr learning rates, E finite
-    members, S saved steps; X coupling modes of the limit (``couplings``), El limit repetitions.
+    members, S saved steps; X coupling modes of the limit (``couplings``: the ``K = L`` modes, then
+    with ``sweep.extrapolate_layers`` their ``K → ∞`` Richardson modes ``X_kinf``), El limit
+    repetitions.
     With ``antithetic``, members ``2p, 2p + 1`` (and limit repetitions likewise, when
     ``limit_antithetic``) are the pair ``v(0), −v(0)``."""
 
@@ -74,6 +84,13 @@ class SweepResult(eqx.Module):
     limit_f_train: Float[Array, "X Ld Lr El S P C"] | None
     limit_f_test: Float[Array, "X Ld Lr El S Q C"] | None
     limit_status: Int[Array, "X Ld Lr El"] | None
+    # with output.ntk: per-unit mean and variance of the NTK at the saved steps, unit counts
+    ntk_mean: Float[Array, "W Ld Lr S PQ PQ"] | None = None
+    ntk_var: Float[Array, "W Ld Lr S PQ PQ"] | None = None
+    ntk_units: Int[Array, "W Ld Lr"] | None = None
+    limit_ntk_mean: Float[Array, "X Ld Lr S PQ PQ"] | None = None
+    limit_ntk_var: Float[Array, "X Ld Lr S PQ PQ"] | None = None
+    limit_ntk_units: Int[Array, "X Ld Lr"] | None = None
 
 
 def _grid(res, num_lrs: int, num_seeds: int, num_saved: int) -> dict[str, np.ndarray]:
@@ -97,7 +114,22 @@ def _grid(res, num_lrs: int, num_seeds: int, num_saved: int) -> dict[str, np.nda
         "f_train": pad(res.f_train),
         "f_test": pad(res.f_test),
         "status": split(res.status),
+        **({} if res.ntk is None else {"ntk": pad(res.ntk)}),
     }
+
+
+def _ntk_stats(grid: Mapping[str, np.ndarray], antithetic: bool) -> dict[str, np.ndarray]:
+    """Per learning rate: the mean and variance over units (`pair_units`: successful members, or
+    antithetic pair means) of the saved NTKs ``(Lr, S, PQ, PQ)``, and the unit counts ``(Lr,)``."""
+    ntk, status = np.asarray(grid["ntk"], float), np.asarray(grid["status"])
+    means, variances, units = [], [], []
+    for r in range(ntk.shape[0]):
+        x = np.where((status[r] == 0)[:, None, None, None], ntk[r], np.nan)
+        u = pair_units(x, antithetic)
+        units.append(len(u))
+        means.append(u.mean(0) if len(u) else np.full(ntk.shape[2:], np.nan))
+        variances.append(u.var(0, ddof=1) if len(u) > 1 else np.full(ntk.shape[2:], np.nan))
+    return {"mean": np.stack(means), "var": np.stack(variances), "units": np.asarray(units)}
 
 
 def _limit_is_antithetic(cfg: Config) -> bool:
@@ -169,37 +201,43 @@ def _concat_members(parts: Sequence[TrainResult]) -> TrainResult:
     return TrainResult(**out)
 
 
-def run_limits(
-    cfg: Config,
-    *,
-    depth: int,
-    lrs: Sequence[float],
-    couplings: Sequence[str],
-    task: Task,
-    progress: bool | None = None,
-    desc: str = "limit",
-) -> dict[str, TrainResult]:
-    """The limit at ``K = L = depth`` for every mode in ``couplings``, as `run_limit` gives each.
+def coarsen_particles(particles: Particles) -> Particles:
+    """The ``K``-step particles of a ``2K``-step draw: ``W_c[k] = (W[2k] + W[2k+1]) / sqrt(2)`` for
+    every field with a layer axis (``W``, ``W_back`` and, for two-layer blocks, ``W1``,
+    ``W1_back``); ``U``, ``v`` shared. The standard Brownian-path coupling: the ``K``-step scheme's
+    increment is ``(β/sqrt(K)) W_k φ(h_k)/sqrt(M)``, so the coarse matrices have exactly the law of
+    a fresh ``K``-step draw (entries N(0, 1), independent across steps) and the two runs are
+    strongly correlated. Works on batched particles (layer axis third from the end)."""
+    if particles.num_layer_steps % 2:
+        raise ValueError(
+            f"coarsen_particles needs an even number of layer steps, got "
+            f"{particles.num_layer_steps}."
+        )
 
-    For the random-matrix particle method all modes run as *one* compiled ensemble: a mode-A
-    repetition is a decoupled particle system with backward offset ``E = 0`` (``W̃(t) = W(t)``,
-    spec §1.6), drawn from the same key as `run_limit` draws it, so every mode's repetitions equal
-    the separate runs' (and share ``U, W, v(0)`` across modes). With ``sweep.antithetic``
-    repetitions ``2p, 2p + 1`` share draw ``p`` and have readouts ``v(0), −v(0)``.
-    """
+    def pair_sum(w):
+        return None if w is None else (w[..., 0::2, :, :] + w[..., 1::2, :, :]) / math.sqrt(2)
+
+    return eqx.tree_at(
+        lambda p: (p.W, p.W_back, p.W1, p.W1_back),
+        particles,
+        tuple(
+            pair_sum(w) for w in (particles.W, particles.W_back, particles.W1, particles.W1_back)
+        ),
+        is_leaf=lambda x: x is None,
+    )
+
+
+def limit_ensemble(
+    cfg: Config, *, K: int, lrs: Sequence[float], couplings: Sequence[str], task: Task
+) -> tuple[Any, tuple[Array, Array, Array], Float[Array, " R"]]:
+    """The one-ensemble random-matrix limit of `run_limits` at ``K`` layer steps: the per-draw
+    function ``draw(key, sign, reused) -> Particles``, its batched arguments (mode-major: all
+    repetitions of ``couplings[0]``, then of ``couplings[1]``, …) and every repetition's ``η0``.
+    `draw_ensemble(draw, *args)` draws the particles."""
     lim = cfg.limit
-    if lim.method != "particles" or lim.noise != "matrix":
-        return {
-            X: run_limit(
-                cfg, depth=depth, lrs=lrs, coupling=X, task=task, progress=progress, desc=desc
-            )
-            for X in couplings
-        }
     keys = run_keys(cfg)
-    K = layer_steps(cfg, depth)
     seeds, member_lrs = member_grid(cfg, lrs)
     draws, signs = antithetic_seeds(seeds, _limit_is_antithetic(cfg))
-    mcfg = dataclasses.replace(cfg, limit=dataclasses.replace(lim, coupling="decoupled"))
     param = build_param(cfg)
     dtype = task.x_train.dtype
 
@@ -224,38 +262,112 @@ def run_limits(
     all_signs = jnp.asarray(signs * X, dtype)
     all_reused = jnp.asarray([c == "exact" for c in couplings for _ in seeds])
     all_lrs = jnp.asarray(member_lrs * X, dtype)
-    schedule = batch_schedule(
-        task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=keys["batch"]
+    return draw, (all_keys, all_signs, all_reused), all_lrs
+
+
+def _simulate(cfg: Config, task: Task, particles: Particles, lr, *, progress, desc) -> TrainResult:
+    """`simulate_limit` with the run's task, parameterization and outputs."""
+    return simulate_limit(
+        particles,
+        task.x_train,
+        task.y_train,
+        task.x_test,
+        task.y_test,
+        param=build_param(cfg),
+        activation=build_activation(cfg),
+        readout=READOUTS[cfg.limit.readout](),
+        loss=build_loss(cfg),
+        lr=lr,
+        schedule=batch_schedule(
+            task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=run_keys(cfg)["batch"]
+        ),
+        every=cfg.output.every,
+        layer_times=cfg.output.layer_times,
+        ntk=cfg.output.ntk,
+        kernels=cfg.output.kernels,
+        progress=progress,
+        desc=desc,
     )
-    size = _chunk_size(cfg, task, K, len(all_lrs))
-    check_limit_memory(mcfg, task, K, repeats=size)
-    chunks = []
+
+
+def run_limits(
+    cfg: Config,
+    *,
+    depth: int,
+    lrs: Sequence[float],
+    couplings: Sequence[str],
+    task: Task,
+    progress: bool | None = None,
+    desc: str = "limit",
+    refine: bool = False,
+    refine_desc: str | None = None,
+) -> dict[str, TrainResult]:
+    """The limit at ``K = L = depth`` for every mode in ``couplings``, as `run_limit` gives each.
+
+    For the random-matrix particle method all modes run as *one* compiled ensemble: a mode-A
+    repetition is a decoupled particle system with backward offset ``E = 0`` (``W̃(t) = W(t)``,
+    spec §1.6), drawn from the same key as `run_limit` draws it, so every mode's repetitions equal
+    the separate runs' (and share ``U, W, v(0)`` across modes). With ``sweep.antithetic``
+    repetitions ``2p, 2p + 1`` share draw ``p`` and have readouts ``v(0), −v(0)``.
+
+    With ``refine`` (random-matrix particles only) the particles are drawn at ``2K`` layer steps
+    (as `run_limits` at ``2K`` draws them), the ``K``-step run uses their `coarsen_particles`
+    (the same law as a direct ``K``-step draw), and the result also holds the ``2K``-step run of
+    each mode under the key ``f"{X}@2K"`` (``desc`` of its progress bar: ``refine_desc``). Both
+    runs go chunk by chunk, with chunks sized for the ``2K`` draw.
+    """
+    lim = cfg.limit
+    if lim.method != "particles" or lim.noise != "matrix":
+        if refine:
+            raise ConfigError(
+                "sweep.extrapolate_layers",
+                f"needs limit.method = 'particles' with limit.noise = 'matrix', got "
+                f"{lim.method!r}, {lim.noise!r}",
+                "false, or the random-matrix particle limit",
+            )
+        return {
+            X: run_limit(
+                cfg, depth=depth, lrs=lrs, coupling=X, task=task, progress=progress, desc=desc
+            )
+            for X in couplings
+        }
+    K = layer_steps(cfg, depth)
+    K_draw = 2 * K if refine else K
+    draw, args, all_lrs = limit_ensemble(cfg, K=K_draw, lrs=lrs, couplings=couplings, task=task)
+    mcfg = dataclasses.replace(cfg, limit=dataclasses.replace(lim, coupling="decoupled"))
+    size = _chunk_size(cfg, task, K_draw, len(all_lrs))
+    check_limit_memory(mcfg, task, K_draw, repeats=size)
+    coarse, fine = [], []
     for start in range(0, len(all_lrs), size):  # equal chunks: one compilation
         part = slice(start, start + size)
-        particles = draw_ensemble(draw, all_keys[part], all_signs[part], all_reused[part])
-        chunks.append(
-            simulate_limit(
-                particles,
-                task.x_train,
-                task.y_train,
-                task.x_test,
-                task.y_test,
-                param=param,
-                activation=build_activation(cfg),
-                readout=READOUTS[lim.readout](),
-                loss=build_loss(cfg),
-                lr=all_lrs[part],
-                schedule=schedule,
-                every=cfg.output.every,
-                layer_times=cfg.output.layer_times,
-                ntk=cfg.output.ntk,
-                kernels=cfg.output.kernels,
-                progress=progress,
-                desc=desc,
+        particles = draw_ensemble(draw, *(a[part] for a in args))
+        if refine:
+            fine.append(
+                _simulate(
+                    cfg, task, particles, all_lrs[part], progress=progress, desc=refine_desc or desc
+                )
             )
-        )
-    res = _concat_members(chunks)
-    return dict(zip(couplings, _split_members(res, X), strict=True))
+            particles = coarsen_particles(particles)
+        coarse.append(_simulate(cfg, task, particles, all_lrs[part], progress=progress, desc=desc))
+    X = len(couplings)
+    out = dict(zip(couplings, _split_members(_concat_members(coarse), X), strict=True))
+    if refine:
+        fines = _split_members(_concat_members(fine), X)
+        out.update({f"{c}@2K": r for c, r in zip(couplings, fines, strict=True)})
+    return out
+
+
+def _richardson_grid(coarse: Mapping[str, np.ndarray], fine: Mapping[str, np.ndarray]) -> dict:
+    """Per repetition ``2 f(2K) − f(K)`` (weak Euler order 1: bias O(1/K²)) of the `_grid` arrays
+    of two coupled runs, losses alike; ``status``: the worse of the two (nonzero if either
+    failed; a failed run's NaN padding carries over)."""
+    keys = ("loss_train", "loss_test", "f_train", "f_test", "ntk")
+    out = {k: 2.0 * fine[k] - coarse[k] for k in keys if k in coarse}
+    out["status"] = np.maximum(coarse["status"], fine["status"])
+    return out
+
+
+KINF = "_kinf"  # suffix of the K → ∞ (Richardson) modes
 
 
 def run_sweep(cfg: Config, *, progress: bool | None = None) -> SweepResult:
@@ -287,7 +399,9 @@ def run_sweep(cfg: Config, *, progress: bool | None = None) -> SweepResult:
             )
             finite[n, L] = _grid(res, len(lrs), cfg.seeds, num_saved)
     limit = {}
+    extrapolate = sw.extrapolate_layers and bool(sw.couplings)
     for L in depths:
+        modes = "+".join(sw.couplings)
         runs = run_limits(
             lcfg,
             depth=L,
@@ -295,15 +409,30 @@ def run_sweep(cfg: Config, *, progress: bool | None = None) -> SweepResult:
             couplings=sw.couplings,
             task=task,
             progress=progress,
-            desc=f"limit {'+'.join(sw.couplings)} K=L={L}",
+            desc=f"limit {modes} K=L={L}",
+            refine=extrapolate,
+            refine_desc=f"limit {modes} K=2L={2 * layer_steps(lcfg, L)}",
         )
         for X, res in runs.items():
             limit[X, L] = _grid(res, len(lrs), lcfg.seeds, num_saved)
+        if extrapolate:
+            for X in sw.couplings:
+                limit[X + KINF, L] = _richardson_grid(limit[X, L], limit.pop((f"{X}@2K", L)))
 
     def stack(table, outer, key):
         return jnp.asarray(np.stack([np.stack([table[o, L][key] for L in depths]) for o in outer]))
 
-    X = list(sw.couplings)
+    X = list(sw.couplings) + ([c + KINF for c in sw.couplings] if extrapolate else [])
+    ntk: dict[str, Any] = {}
+    if cfg.output.ntk:
+        lanti = _limit_is_antithetic(lcfg)
+        fin = {k: _ntk_stats(g, sw.antithetic) for k, g in finite.items()}
+        lim = {k: _ntk_stats(g, lanti) for k, g in limit.items()} if X else {}
+        for prefix, table, outer in (("", fin, widths), ("limit_", lim, X)):
+            if not table:
+                continue
+            for name, field in (("mean", "ntk_mean"), ("var", "ntk_var"), ("units", "ntk_units")):
+                ntk[prefix + field] = stack(table, outer, name)
     return SweepResult(
         widths=jnp.asarray(widths),
         depths=jnp.asarray(depths),
@@ -323,6 +452,7 @@ def run_sweep(cfg: Config, *, progress: bool | None = None) -> SweepResult:
         limit_f_train=stack(limit, X, "f_train") if X else None,
         limit_f_test=stack(limit, X, "f_test") if X else None,
         limit_status=stack(limit, X, "status") if X else None,
+        **ntk,
     )
 
 
@@ -346,6 +476,12 @@ def sweep_arrays(res: SweepResult) -> dict[str, np.ndarray | None]:
             "limit_f_train",
             "limit_f_test",
             "limit_status",
+            "ntk_mean",
+            "ntk_var",
+            "ntk_units",
+            "limit_ntk_mean",
+            "limit_ntk_var",
+            "limit_ntk_units",
         )
     }
     out = {k: None if v is None else np.asarray(v) for k, v in out.items()}
@@ -452,6 +588,85 @@ def log_slope(x, d) -> float:
     return float(np.polyfit(np.log(x[pos]), np.log(d[pos]), 1)[0])
 
 
+def log_slope_se(x, d, se) -> dict[str, float]:
+    """Log-log slope of ``d`` against ``x`` (`log_slope`: unweighted least squares of ``log d`` on
+    ``log x``) and its standard error propagated from independent errors ``se`` (``se/d`` in
+    ``log d``); ``points_used`` counts the positive, finite entries with finite errors."""
+    x, d, se = (np.asarray(a, float) for a in (x, d, se))
+    slope = log_slope(x, d)
+    pos = np.isfinite(d) & (d > 0) & np.isfinite(se)
+    slope_se = math.nan
+    if np.isfinite(slope) and pos.sum() >= 2:
+        lx = np.log(x[pos])
+        w = (lx - lx.mean()) / np.sum((lx - lx.mean()) ** 2)
+        slope_se = float(np.sqrt(np.sum((w * se[pos] / d[pos]) ** 2)))
+    return {"slope": slope, "slope_se": slope_se, "points_used": int(pos.sum())}
+
+
+def fit_depth_plateau(depths, d_inf, se) -> dict[str, float]:
+    """`log_slope_se` of the fitted plateaus ``d∞(L)`` of ``d∞ + α/n`` against depth (depths are
+    independent runs). Finite nets at depth ``L`` differ from the ``K → ∞`` limit by O(1/L): the
+    expected slope is −1."""
+    fit = log_slope_se(depths, d_inf, se)
+    return {"slope": fit["slope"], "slope_se": fit["slope_se"], "depths_used": fit["points_used"]}
+
+
+def kernel_distance(mean_a, var_a, n_a, mean_b, var_b, n_b) -> tuple[float, float]:
+    """Relative debiased distance ``‖E Θ_a − E Θ_b‖ / ‖E Θ_b‖`` (RMS over every saved step and
+    kernel entry) between two sample means of ``n_a`` and ``n_b`` independent units, with its
+    standard error (delta method, entries treated as independent Gaussians).
+
+    ``‖m_a − m_b‖²`` is biased up by ``s² = var_a/n_a + var_b/n_b`` per entry; that bias is
+    subtracted (floored at 0), and ``‖m_b‖²`` is debiased by ``var_b/n_b``. Per entry
+    ``Var((m_a − m_b)² − s²) ≈ 4 Δ² s² + 2 s⁴``. The square of the distance is unbiased (while
+    it is well above 0); the distance itself carries Jensen's ``−SE²/(2 d)``."""
+    ma, va, mb, vb = (np.asarray(a, float).ravel() for a in (mean_a, var_a, mean_b, var_b))
+    ok = np.isfinite(ma) & np.isfinite(mb) & np.isfinite(va) & np.isfinite(vb)
+    if n_a < 2 or n_b < 2 or not ok.any():
+        return float("nan"), float("nan")
+    diff, s2 = (ma - mb)[ok], (va / n_a + vb / n_b)[ok]
+    norm2 = float(np.mean(mb[ok] ** 2 - (vb / n_b)[ok]))  # ‖E Θ_b‖², debiased likewise
+    if norm2 <= 0:
+        return float("nan"), float("nan")
+    d2 = max(float(np.mean(diff**2 - s2)), 0.0)
+    # E[diff²] = Δ² + s²: 4 Δ² s² + 2 s⁴ estimated by 4 diff² s² − 2 s⁴ (floored at 2 s⁴)
+    var_d2 = max(float(np.sum(4 * diff**2 * s2 - 2 * s2**2)), float(np.sum(2 * s2**2)))
+    var_d2 /= ok.sum() ** 2
+    d = math.sqrt(d2 / norm2)
+    # d = sqrt(d2/norm2): dd/dd2 = 1/(2 d norm2); at d2 ≈ 0 the SE is that of sqrt(|noise|)
+    se = math.sqrt(var_d2) / (2 * math.sqrt(max(d2, math.sqrt(var_d2)) * norm2))
+    return d, se
+
+
+def kernel_summary(arrays: Mapping[str, np.ndarray]) -> dict:
+    """Per limit mode: the relative NTK distance `kernel_distance` of the finite networks'
+    seed-mean NTK (every saved step) to the mode's ``(W, Ld, Lr)``, with SEs, and per depth and
+    learning rate its n-slope (`log_slope_se`; finite → mode A: expected −1)."""
+    widths, depths, lrs = (np.asarray(arrays[k]) for k in ("widths", "depths", "lrs"))
+    couplings = [str(c) for c in np.atleast_1d(arrays["couplings"])]
+    out: dict = {}
+    for x, mode in enumerate(couplings):
+        d = np.full((len(widths), len(depths), len(lrs)), np.nan)
+        se = d.copy()
+        for i in range(len(widths)):
+            for j in range(len(depths)):
+                for r in range(len(lrs)):
+                    d[i, j, r], se[i, j, r] = kernel_distance(
+                        arrays["ntk_mean"][i, j, r],
+                        arrays["ntk_var"][i, j, r],
+                        int(arrays["ntk_units"][i, j, r]),
+                        arrays["limit_ntk_mean"][x, j, r],
+                        arrays["limit_ntk_var"][x, j, r],
+                        int(arrays["limit_ntk_units"][x, j, r]),
+                    )
+        slopes = [
+            [log_slope_se(widths, d[:, j, r], se[:, j, r]) for r in range(len(lrs))]
+            for j in range(len(depths))
+        ]
+        out[mode] = {"d": d.tolist(), "se": se.tolist(), "slopes": slopes}
+    return out
+
+
 def fit_depth_scaling(widths, depths, y, se) -> dict[str, float]:
     """Weighted least squares ``y(n, L) = L_inf + alpha / n + b / L`` over a widths × depths grid
     (``y``, ``se`` of shape ``(W, Ld)``; spec T11), with χ², degrees of freedom and p-value."""
@@ -533,7 +748,8 @@ def convergence_summary(
 
     Returns a JSON-friendly dict: ``modes[mode]`` holds ``d``, ``se`` ``(W, Ld, Lr)``, ``fits``
     (per depth and lr: ``d_inf``, ``alpha``, ``slope``, ``slope_se``, …) and ``extrap``
-    (``d``, ``se`` ``(Ld, Lr)``: distance of the Richardson-extrapolated predictions); ``loss``
+    (``d``, ``se`` ``(Ld, Lr)``: distance of the Richardson-extrapolated predictions) and
+    ``plateau`` (per lr: `fit_depth_plateau` of the ``d_inf`` over depths); ``loss``
     holds the final test losses, and ``depth_scaling`` the T11 fit per learning rate.
     """
     rng = np.random.default_rng(seed)
@@ -617,6 +833,19 @@ def convergence_summary(
                 res["fits"][j][r] = fit
                 res["extrap"]["d"][j, r] = d_inf
                 res["extrap"]["se"][j, r] = float(np.nanstd(b_inf, ddof=1))
+    for res in modes.values():  # d∞(L) against depth (for X_kinf: expected slope −1)
+        res["plateau"] = []
+        for r in range(Lr):
+            d_inf = [_num(res["fits"][j][r].get("d_inf")) for j in range(Ld)]
+            d_se = [_num(res["fits"][j][r].get("d_inf_se")) for j in range(Ld)]
+            fit = fit_depth_plateau(depths, d_inf, d_se)
+            res["plateau"].append({**fit, "d_inf": d_inf, "d_inf_se": d_se})
+    if (
+        has_limit
+        and arrays.get("ntk_mean") is not None
+        and arrays.get("limit_ntk_mean") is not None
+    ):
+        out["kernels"] = kernel_summary(arrays)
     out["units"] = units.tolist()
     out["a_rms"] = a_rms.tolist()
     # a mode-A particle system of M particles is a width-M network in law (spec T5d): its own
@@ -628,6 +857,7 @@ def convergence_summary(
             "se": v["se"].tolist(),
             "fits": v["fits"],
             "extrap": {k: a.tolist() for k, a in v["extrap"].items()},
+            "plateau": v.get("plateau", []),
         }
         for m, v in modes.items()
     }
@@ -685,6 +915,20 @@ def _loss_summary(arrays, couplings, anti, lanti, M) -> tuple[dict, list[dict]]:
 
 # -- words -------------------------------------------------------------------------------------
 MODE_NAMES = {"exact": "mode A (exact)", "decoupled": "mode B (decoupled, NFD/GIA)"}
+KINF_WORDS = "K → ∞ (Richardson of K = L and 2L)"
+
+
+def mode_name(mode: str) -> str:
+    """A limit mode in words; ``X_kinf`` is mode ``X`` at ``K → ∞``."""
+    if mode.endswith(KINF):
+        base = mode.removesuffix(KINF)
+        return f"{MODE_NAMES.get(base, base)} at {KINF_WORDS}"
+    return MODE_NAMES.get(mode, mode)
+
+
+def layer_words(mode: str) -> str:
+    """The layer steps of a mode's limit: ``K = L``, or the Richardson ``K → ∞``."""
+    return KINF_WORDS if mode.endswith(KINF) else "K = L"
 
 
 def _pm(x: float, se: float) -> str:
@@ -698,7 +942,7 @@ def summary_table(summary: Mapping) -> str:
     lines = []
     for mode, res in summary["modes"].items():
         lines.append(
-            f"distance of finite predictions to the {mode} limit (K = L), "
+            f"distance of finite predictions to the {mode} limit ({layer_words(mode)}), "
             "seed means, debiased, ± bootstrap SE"
         )
         header = "  lr      L  " + "  ".join(f"n={n:<15d}" for n in summary["widths"])
@@ -735,13 +979,20 @@ def sweep_report(summary: Mapping, *, diverged: int = 0, members: int = 0) -> st
     md.append(
         f"Widths {summary['widths']}, depths {summary['depths']}, learning rates "
         f"{summary['lrs']}; finite ensembles use {anti}; the particle limit uses "
-        f"M = {summary.get('limit_particles')} particles at K = L. Distances are RMS over the "
-        "saved steps and the train and test points of the seed-mean centred predictions, "
-        "debiased for sampling noise; errors are bootstrap SEs (limit resampled jointly)."
+        f"M = {summary.get('limit_particles')} particles at K = L"
+        + (
+            f"; modes marked {KINF_WORDS} combine coupled runs at K = L and 2L layer steps, "
+            "2 f(2L) − f(L) per repetition (bias O(1/L²))"
+            if any(m.endswith(KINF) for m in summary["modes"])
+            else ""
+        )
+        + ". Distances are RMS over the saved steps and the train and test points of the "
+        "seed-mean centred predictions, debiased for sampling noise; errors are bootstrap SEs "
+        "(limit resampled jointly)."
     )
     md.append("")
     for mode, res in summary["modes"].items():
-        md.append(f"### Distance to {MODE_NAMES.get(mode, mode)}")
+        md.append(f"### Distance to {mode_name(mode)}")
         md.append("")
         head = "| η0 | L | " + " | ".join(f"n = {n}" for n in summary["widths"])
         md.append(head + " | n-slope | d∞ + α/n: d∞ | ‖f∞ − f_limit‖ (Richardson) |")
@@ -761,15 +1012,42 @@ def sweep_report(summary: Mapping, *, diverged: int = 0, members: int = 0) -> st
                 )
         md.append("")
     md += _sentences(summary)
+    md += _kernel_md(summary)
     md += _depth_scaling_md(summary)
     if members:
         md.append(f"Diverged members: {diverged} of {members}.")
     return "\n".join(md) + "\n"
 
 
+def _kernel_md(summary: Mapping) -> list[str]:
+    """The NTK distance table (present when the sweep saved ``output.ntk``)."""
+    kern = summary.get("kernels")
+    if not kern:
+        return []
+    md = [
+        "### NTK distance (relative, every saved step, seed means, debiased, ± SE)",
+        "",
+        "| limit | η0 | L | " + " | ".join(f"n = {n}" for n in summary["widths"]) + " | n-slope |",
+        "|" + "---|" * (len(summary["widths"]) + 4),
+    ]
+    for mode, res in kern.items():
+        for r, lr in enumerate(summary["lrs"]):
+            for j, L in enumerate(summary["depths"]):
+                cells = " | ".join(
+                    _pm(_num(res["d"][i][j][r]), _num(res["se"][i][j][r]))
+                    for i in range(len(summary["widths"]))
+                )
+                sl = res["slopes"][j][r]
+                md.append(
+                    f"| {mode_name(mode)} | {lr:g} | {L} | {cells} | "
+                    f"{_pm(_num(sl['slope']), _num(sl['slope_se']))} |"
+                )
+    return md + [""]
+
+
 def _slope_words(mode: str, s: float, se: float) -> str:
     """One mode's n-slope in words; for mode A with the T7 requirement (−1 ± 0.3)."""
-    name = MODE_NAMES.get(mode, mode)
+    name = mode_name(mode)
     if s >= 0:
         return f"the distance to {name} does not fall with n (slope {s:+.2f} ± {se:.2f})"
     words = f"the distance to {name} falls like n^({s:+.2f} ± {se:.2f})"
@@ -801,16 +1079,14 @@ def _sentences(summary: Mapping) -> list[str]:
             if not ext:
                 continue
             zero = [m for m, (d, se) in ext.items() if d <= 3 * se]
-            words = ", ".join(
-                f"{_pm(d, se)} from {MODE_NAMES.get(m, m)}" for m, (d, se) in ext.items()
-            )
+            words = ", ".join(f"{_pm(d, se)} from {mode_name(m)}" for m, (d, se) in ext.items())
             if len(zero) == 1:
-                verdict = f"only {MODE_NAMES.get(zero[0], zero[0])} is consistent with 0"
+                verdict = f"only {mode_name(zero[0])} is consistent with 0"
             elif zero:
                 verdict = "every mode is consistent with 0 (not resolved at this size)"
             else:
                 best = min(ext, key=lambda m: ext[m][0])
-                verdict = f"none is within 3 SE of 0; the closest is {MODE_NAMES.get(best, best)}"
+                verdict = f"none is within 3 SE of 0; the closest is {mode_name(best)}"
             md.append(
                 f"  Extrapolated to n = ∞ (f∞ + a/n), the finite predictions sit {words}: "
                 f"{verdict}."
@@ -823,7 +1099,37 @@ def _sentences(summary: Mapping) -> list[str]:
                     f"  The M-particle mode-A limit is itself ≈ ‖a‖/M = {bias:.2g} from f∞ "
                     f"(a width-M network in law); the mode-A distance is {close} 3 SE of that."
                 )
+    md += _plateau_sentences(summary)
     return md + [""] if md else md
+
+
+def _plateau_sentences(summary: Mapping) -> list[str]:
+    """For each ``X_kinf`` mode: the depth slope of the plateaus ``d∞(L)`` of ``d∞ + α/n`` (finite
+    nets at depth L differ from the K → ∞ limit by O(1/L): expected −1)."""
+    md = []
+    for mode, res in summary["modes"].items():
+        if not mode.endswith(KINF):
+            continue
+        for r, lr in enumerate(summary["lrs"]):
+            plateau = res.get("plateau", [])
+            if r >= len(plateau):
+                continue
+            p = plateau[r]
+            s, se = _num(p.get("slope")), _num(p.get("slope_se"))
+            cells = ", ".join(
+                f"{_pm(_num(d), _num(e))} (L = {L})"
+                for d, e, L in zip(p["d_inf"], p["d_inf_se"], summary["depths"], strict=True)
+            )
+            if not np.isfinite(s):
+                words = "too few positive plateaus for a depth slope"
+            else:
+                sig = f", {abs(s + 1) / se:.1f} SE from −1" if np.isfinite(se) and se > 0 else ""
+                words = f"they fall like L^({s:+.2f} ± {se:.2g}) (expected −1 for O(1/L){sig})"
+            md.append(
+                f"- η0 = {lr:g}: the plateaus d∞ of d∞ + α/n against {mode_name(mode)} are "
+                f"{cells}: {words}."
+            )
+    return md
 
 
 def _depth_scaling_md(summary: Mapping) -> list[str]:
@@ -858,14 +1164,17 @@ def _depth_scaling_md(summary: Mapping) -> list[str]:
                 continue
             agree = "agrees with L∞ (within 3 SE)" if abs(z) <= 3 else "differs from L∞"
             md.append(
-                f"  {MODE_NAMES.get(m, m)} limit loss, extrapolated c + b/L in depth: "
+                f"  {mode_name(m)} limit loss, extrapolated c + b/L in depth: "
                 f"{_pm(lim['inf'], lim['inf_se'])} (b = {_pm(lim['b'], lim['b_se'])}); "
                 f"L∞ − limit = {z:+.1f} SE: {agree}."
             )
         md.append("")
         md.append(
             "| L | finite n → ∞ (ℓ∞ + α/n) | "
-            + " | ".join(f"{m} limit (K = L) | z" for m in fit["limits"])
+            + " | ".join(
+                f"{m.removesuffix(KINF)} limit ({'K → ∞' if m.endswith(KINF) else 'K = L'}) | z"
+                for m in fit["limits"]
+            )
             + " |"
         )
         md.append("|" + "---|" * (2 + 2 * len(fit["limits"])))

@@ -128,11 +128,24 @@ def _arr(x) -> np.ndarray:
 
 
 SWEEP_STYLES = {"exact": ("-", "o", "mode A"), "decoupled": ("--", "s", "mode B")}
+KINF_STYLES = {"exact": (":", "v"), "decoupled": ("-.", "D")}  # the K → ∞ (Richardson) modes
+
+
+def _mode_style(mode: str) -> tuple[str, str, str, str]:
+    """Line style, marker, legend name and short subscript of a sweep's limit mode; ``X_kinf``
+    (mode X at K → ∞, Richardson of K = L and 2L) gets its own style and ``K→∞`` in its name."""
+    if mode.endswith("_kinf"):
+        base = mode.removesuffix("_kinf")
+        ls, marker = KINF_STYLES.get(base, (":", "^"))
+        name = SWEEP_STYLES.get(base, ("", "", base))[2]
+        return ls, marker, f"{name}, K→∞", f"{name.split()[-1]},K→∞"
+    ls, marker, name = SWEEP_STYLES.get(mode, ("-.", "^", mode))
+    return ls, marker, f"{name}, K=L", name.split()[-1]
 
 
 def sweep_figure(run: Run) -> Figure:
     """A sweep: (left) debiased distance of the finite seed-mean predictions to each limit mode
-    (K = L) vs width, per depth, with the fitted n-slope ± SE and a 1/n guide; (right) the
+    (K = L, and K → ∞ for the ``X_kinf`` modes) vs width, per depth, with the fitted n-slope ± SE and a 1/n guide; (right) the
     distance of the n → ∞ Richardson extrapolation ``f∞`` to each mode vs depth."""
     summary = _sweep_summary(run)
     widths, depths, lrs = (np.asarray(summary[k], float) for k in ("widths", "depths", "lrs"))
@@ -143,7 +156,7 @@ def sweep_figure(run: Run) -> Figure:
         ax = axes[0]
         top = np.nan
         for mode, res in summary["modes"].items():
-            ls, marker, name = SWEEP_STYLES.get(mode, ("-.", "^", mode))
+            ls, marker, name, _ = _mode_style(mode)
             d, se = _arr(res["d"]), _arr(res["se"])
             top = np.nanmax([top, np.nanmax(d[:, :, r])]) if np.isfinite(d).any() else top
             for j, L in enumerate(depths):
@@ -166,12 +179,12 @@ def sweep_figure(run: Run) -> Figure:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width n")
-        ax.set_ylabel("‖E f_finite − f_limit‖ (K = L)")
+        ax.set_ylabel("‖E f_finite − f_limit‖")
         ax.set_title(f"finite → limit, η0 = {lrs[r]:g}")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, ncol=2 if len(summary["modes"]) * len(depths) > 8 else 1)
         ax = axes[1]
         for k, (mode, res) in enumerate(summary["modes"].items()):
-            ls, marker, name = SWEEP_STYLES.get(mode, ("-.", "^", mode))
+            ls, marker, _, short = _mode_style(mode)
             d, se = _arr(res["extrap"]["d"])[:, r], _arr(res["extrap"]["se"])[:, r]
             ax.errorbar(
                 depths * (1 + 0.04 * k),
@@ -182,7 +195,7 @@ def sweep_figure(run: Run) -> Figure:
                 ms=4,
                 color=f"C{k}",
                 capsize=2,
-                label=f"‖f∞ − f_{name.split()[-1]}‖",
+                label=f"‖f∞ − f_{short}‖",
             )
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xscale("log", base=2)
@@ -190,6 +203,47 @@ def sweep_figure(run: Run) -> Figure:
         ax.set_ylabel("distance of n → ∞ extrapolation")
         ax.set_title("Richardson f(n) = f∞ + a/n, vs each mode")
         ax.legend(fontsize=7)
+        _sweep_title(fig, run)
+    return fig
+
+
+def kernel_figure(run: Run) -> Figure:
+    """A sweep with ``output.ntk``: relative debiased distance of the finite seed-mean NTK (every
+    saved step) to each limit mode vs width, per depth, with its n-slope ± SE and a 1/n guide."""
+    summary = _sweep_summary(run)
+    widths, depths, lrs = (np.asarray(summary[k], float) for k in ("widths", "depths", "lrs"))
+    cmap = plt.get_cmap("viridis")
+    r = 0
+    with style():
+        fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
+        top = np.nan
+        for mode, res in summary.get("kernels", {}).items():
+            ls, marker, name, _ = _mode_style(mode)
+            d, se = _arr(res["d"]), _arr(res["se"])
+            top = np.nanmax([top, np.nanmax(d[:, :, r])]) if np.isfinite(d).any() else top
+            for j, L in enumerate(depths):
+                sl = res["slopes"][j][r]
+                ax.errorbar(
+                    widths,
+                    d[:, j, r],
+                    yerr=se[:, j, r],
+                    ls=ls,
+                    marker=marker,
+                    ms=3,
+                    color=cmap(j / max(len(depths) - 1, 1)),
+                    capsize=2,
+                    lw=1.1,
+                    label=f"L={L:g}, {name}: slope {_fmt(_arr(sl['slope']))} ± "
+                    f"{abs(float(_arr(sl['slope_se']))):.2f}",
+                )
+        if np.isfinite(top) and top > 0:
+            ax.plot(widths, top * widths[0] / widths, ":", color="0.5", lw=1, label="∝ 1/n")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("width n")
+        ax.set_ylabel("‖E Θ_finite − E Θ_limit‖ / ‖E Θ_limit‖")
+        ax.set_title(f"NTK, finite → limit, η0 = {lrs[r]:g}", fontsize=9)
+        ax.legend(fontsize=6, ncol=2 if len(summary.get("kernels", {})) * len(depths) > 8 else 1)
         _sweep_title(fig, run)
     return fig
 
@@ -236,7 +290,7 @@ def depth_scaling_figure(run: Run) -> Figure:
             if np.isfinite(L_inf):
                 ax.plot(xs, L_inf + alpha * xs + b / L, color=color, lw=1)
             for k, mode in enumerate(loss["limit"]):
-                _, marker, name = SWEEP_STYLES.get(mode, ("-", "^", mode))
+                _, marker, name, _ = _mode_style(mode)
                 ax.errorbar(
                     [-0.03 * (k + 1) / widths.min()],
                     [_arr(loss["limit"][mode])[j, r]],
@@ -247,7 +301,7 @@ def depth_scaling_figure(run: Run) -> Figure:
                     color=color,
                     mfc="none",
                     capsize=2,
-                    label=f"{name} limit, K=L={L:g}" if j == 0 or len(depths) == 1 else None,
+                    label=f"{name} limit, L={L:g}" if j == 0 or len(depths) == 1 else None,
                 )
         ax.set_xlabel("1 / width")
         ax.set_ylabel(f"test loss at t = {summary['t_final']}")
@@ -281,7 +335,7 @@ def depth_scaling_figure(run: Run) -> Figure:
                 capsize=2,
             )
         for k, (mode, lim) in enumerate(fit["limits"].items()):
-            ls, marker, name = SWEEP_STYLES.get(mode, ("-.", "^", mode))
+            ls, marker, name, _ = _mode_style(mode)
             ly, lse = _arr(loss["limit"][mode])[:, r], _arr(loss["limit_se"][mode])[:, r]
             ax.errorbar(
                 1 / depths,
@@ -292,7 +346,7 @@ def depth_scaling_figure(run: Run) -> Figure:
                 ms=4,
                 color=f"C{k}",
                 capsize=2,
-                label=f"{name} limit (K = L)",
+                label=f"{name} limit",
             )
             c, bx = float(_arr(lim["inf"])), float(_arr(lim["b"]))
             if np.isfinite(c):
