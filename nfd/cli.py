@@ -268,3 +268,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def experiment_script(name: str, argv: Sequence[str] | None = None) -> int:
+    """The thin ``scripts/<name>.py`` entry of a gallery experiment: ``nfd figures --only name``
+    with the script's arguments (``--full``, ``--out DIR``, ``--set KEY=VALUE``, ``--quiet``), or
+    ``--replot RUN_DIR`` to redraw a saved run without recomputation (``nfd plot RUN_DIR``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--replot"]:
+        if len(args) != 2:
+            print("error: --replot: needs exactly one run directory", file=sys.stderr)
+            return 2
+        return main(["plot", args[1]])
+    return main(["figures", "--only", name, *args])

@@ -83,3 +83,21 @@ def test_gallery_folders_hold_the_same_figures():
     smoke = {p.name for p in gallery.gallery_configs(full=False)}
     full = {p.name for p in gallery.gallery_configs(full=True)}
     assert smoke and smoke <= full
+
+
+def test_experiment_scripts_forward_to_figures_and_plot(tmp_path, capsys):
+    """scripts/<name>.py: `--replot DIR` is `nfd plot DIR` (a folder without a run: exit 2 and
+    the one-line error), anything else is `nfd figures --only <name> ...` (an unknown name: the
+    gallery's exit-2 error), and every script names a gallery config."""
+    from nfd.cli import experiment_script
+
+    assert experiment_script("gia", ["--replot"]) == 2
+    assert experiment_script("gia", ["--replot", str(tmp_path)]) == 2
+    assert "run_dir: " in capsys.readouterr().err
+    assert experiment_script("nope", ["--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "--only: unknown figure 'nope'" in capsys.readouterr().err
+    scripts = pathlib.Path(__file__).resolve().parents[2] / "scripts"
+    names = {p.stem for p in gallery.gallery_configs(full=False)}
+    for name in ("convergence", "gia", "transfer"):
+        text = (scripts / f"{name}.py").read_text()
+        assert f'experiment_script("{name}")' in text and name in names
