@@ -25,6 +25,9 @@ class TransferConfig:
     limit: bool = True  # overlay the limit's loss-vs-η0 curve (SGD variants, K = L)
     collapse: bool = True  # one-step δz^own vs L (finite at the largest width, and the limit)
     post_activation: bool = True  # the T10 control: feature norms, pre- vs post-activation
+    # networks drawn for the measurements at initialisation (finite K_W1, T10): no training, so
+    # many more than `seeds` are cheap (per-seed spreads are O(n^-1/2): tens of % at n ≈ 100)
+    init_seeds: int = 32
 
     def __post_init__(self):
         for key, values in (("transfer.widths", self.widths), ("transfer.depths", self.depths)):
@@ -32,6 +35,13 @@ class TransferConfig:
                 raise ConfigError(key, "must not be empty", "a list of positive integers")
             for v in values:
                 positive(key, v, integer=True)
+        positive("transfer.init_seeds", self.init_seeds, integer=True)
+        if self.init_seeds < 2:
+            raise ConfigError(
+                "transfer.init_seeds",
+                f"needs >= 2 (an SE), got {self.init_seeds}",
+                "an integer >= 2",
+            )
         if len(self.lrs) < 2:
             raise ConfigError("transfer.lrs", f"needs >= 2 values, got {self.lrs!r}", "numbers > 0")
         for key, values in (("transfer.lrs", self.lrs), ("transfer.adam_lrs", self.adam_lrs)):

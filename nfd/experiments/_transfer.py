@@ -112,8 +112,9 @@ def run_transfer(cfg: Config, *, progress: bool | None = None) -> dict[str, np.n
     1 of the same runs: ``dz_own``, ``block_move``, ``df_step`` ``(O, V, I, J, R, S)`` (see
     `_one_step`) and ``limit_dz_own`` ``(O, V, J, R, S)``; ``collapse_lr`` ``(O,)`` (the η0 the
     report reads them at, `collapse_lrs`); ``k_w1`` ``(V, J)`` (W1's share of the n = ∞ NTK
-    diagonal at t = 0, spec §2) and ``k_w1_finite`` ``(V, I, J, S)`` (the finite networks' at
-    init). With ``post_activation``: ``t10_pre``/``t10_post`` ``(J, S, 5)`` (mean squared
+    diagonal at t = 0, spec §2) and ``k_w1_finite`` ``(V, I, J, S0)`` (the finite networks' at
+    init, ``S0 = transfer.init_seeds``). With ``post_activation``: ``t10_pre``/``t10_post``
+    ``(J, S0, 5)`` (mean squared
     feature at τ ∈ TAUS) and ``t10_ref`` ``(J, 5)`` (the n = ∞ recursion's ``H(τ)_μμ``).
     """
     tr = cfg.transfer
@@ -199,17 +200,17 @@ def run_transfer(cfg: Config, *, progress: bool | None = None) -> dict[str, np.n
 def _w1_kernels(cfg: Config, task, vs) -> dict[str, np.ndarray]:
     """W1's share of the NTK diagonal at initialisation (mean over the training points), per
     two-layer variant and depth: from the n = ∞ recursion of spec §2 (``k_w1``, ``(V, J)``) and
-    from the finite networks of every width (``k_w1_finite``, ``(V, I, J, S)``). W1's SGD
+    from ``transfer.init_seeds`` finite networks per width (``k_w1_finite``, ``(V, I, J, S0)``). W1's SGD
     multiplier carries the ``L^a``, so both are ``L^a ×`` their ``a = 0`` value."""
     from ..limit import init_kernels
     from ..model import empirical_ntk_parts
 
     tr = cfg.transfer
-    V, I, J, S = len(vs), len(tr.widths), len(tr.depths), cfg.seeds
+    V, I, J, S = len(vs), len(tr.widths), len(tr.depths), tr.init_seeds
     k_w1 = np.full((V, J), np.nan)
     k_fin = np.full((V, I, J, S), np.nan)
     kx = jnp.asarray(task.x_train @ task.x_train.T) / task.in_dim
-    base = _variant_cfg(cfg, "sgd", "two_layer", 0.0)
+    base = dataclasses.replace(_variant_cfg(cfg, "sgd", "two_layer", 0.0), seeds=S)
     parts = eqx.filter_jit(
         eqx.filter_vmap(
             lambda m: empirical_ntk_parts(m, task.x_train)["W1"], in_axes=eqx.if_array(0)
@@ -230,20 +231,21 @@ def _w1_kernels(cfg: Config, task, vs) -> dict[str, np.ndarray]:
 
 
 def _t10(cfg: Config, task, progress) -> dict[str, np.ndarray]:
-    """T10 at initialisation, ReLU one-layer blocks, largest width: mean squared feature at
+    """T10 at initialisation (``transfer.init_seeds`` networks), ReLU one-layer blocks, largest
+    width: mean squared feature at
     τ ∈ TAUS, pre-activation (``H(τ)_μμ``; reference: the n = ∞ recursion at K = L) and
     post-activation (``h ← φ(h + b W h/√n)``, which grows with L)."""
     from ..limit import init_kernels
 
     tr = cfg.transfer
-    J, S = len(tr.depths), cfg.seeds
+    J, S = len(tr.depths), tr.init_seeds
     width = max(tr.widths)
     pre = np.full((J, S, len(TAUS)), np.nan)
     post = np.full((J, S, len(TAUS)), np.nan)
     ref = np.full((J, len(TAUS)), np.nan)
     kx = jnp.asarray(task.x_train @ task.x_train.T) / task.in_dim
     relu = _variant_cfg(cfg, "sgd", "one_layer", 0.0, activation="relu")
-    relu = dataclasses.replace(relu, optim=dataclasses.replace(relu.optim, steps=0))
+    relu = dataclasses.replace(relu, seeds=S, optim=dataclasses.replace(relu.optim, steps=0))
     for j, L in enumerate(tr.depths):
         idx = [int(round(t * L)) for t in TAUS]
         for post_act, target in ((False, pre), (True, post)):
@@ -401,14 +403,24 @@ def _at_collapse_lr(arrays: dict, name: str, o: int) -> np.ndarray:
 
 
 def _seed_slope(xs, x: np.ndarray) -> tuple[float, float]:
-    """log-log slope of the seed means ``x (..., S)`` against ``xs`` (NaN with < 2 points)."""
-    return log_slope(xs, _mean_se(x, axis=-1)[0])
+    """log-log slope of the seed means ``x (..., S)`` against ``xs`` and its SE propagated from
+    the seed means' SEs (``se/mean`` in ``log mean``; the points are independent runs), NaN with
+    fewer than two points."""
+    mean, se = _mean_se(x, axis=-1)
+    s, _ = log_slope(xs, mean)
+    keep = np.isfinite(mean) & (mean > 0) & np.isfinite(se)
+    if not np.isfinite(s) or keep.sum() < 2:
+        return s, float("nan")
+    lx = np.log(np.asarray(xs, float)[keep])
+    w = (lx - lx.mean()) / np.sum((lx - lx.mean()) ** 2)
+    return s, float(np.sqrt(np.sum((w * se[keep] / mean[keep]) ** 2)))
 
 
 def coordinate_check(arrays: dict, optimizers, labels, tol: float = 0.1) -> list[dict]:
     """T8's coordinate check at each optimizer's collapse η0: the slopes of ``L ×`` (per-block
     RMS own update) and of the RMS one-step change of ``f`` against ``L`` (per width) and
-    against ``n`` (per depth, with ≥ 2 widths); ``flat`` when every ``|slope| ≤ tol``."""
+    against ``n`` (per depth, with ≥ 2 widths), with SEs from the seed spread; ``flat`` when
+    every ``|slope| ≤ tol + 2 SE`` (a slope without an SE must be within ``tol``)."""
     rows = []
     widths, depths = arrays["widths"], arrays["depths"]
     for o, opt in enumerate(optimizers):
@@ -420,11 +432,12 @@ def coordinate_check(arrays: dict, optimizers, labels, tol: float = 0.1) -> list
                 in_n = [_seed_slope(widths, x[:, j]) for j in range(len(depths))]
                 if len(widths) < 2:
                     in_n = []
-                slopes = [sl for sl, _ in in_L + in_n if np.isfinite(sl)]
+                slopes = [(sl, se) for sl, se in in_L + in_n if np.isfinite(sl)]
                 row[name] = {
                     "slope_L": in_L,
                     "slope_n": in_n,
-                    "flat": bool(slopes) and all(abs(sl) <= tol for sl in slopes),
+                    "flat": bool(slopes)
+                    and all(abs(sl) <= tol + 2 * np.nan_to_num(se) for sl, se in slopes),
                 }
             rows.append(row)
     return rows
@@ -574,8 +587,8 @@ def _collapse_md(a: dict, opts, labels, cfg) -> list[str]:
         )
     lines += [
         "",
-        "Coordinate check (T8, |slope| ≤ 0.1): slopes of L × per-block own update and of the "
-        "one-step RMS change of f, against L (per width) and n (per depth):",
+        "Coordinate check (T8, |slope| ≤ 0.1 + 2 SE): slopes of L × per-block own update and of "
+        "the one-step RMS change of f, against L (per width) and n (per depth):",
         "",
         "| optimizer | variant | L·block update vs L | vs n | Δf vs L | vs n | flat |",
         "|---|---|---|---|---|---|---|",

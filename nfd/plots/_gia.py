@@ -18,6 +18,28 @@ _OBS_LABELS = {"dphi": "δΦ (all τ)", "dg": "δG (all τ)", "dtheta": "δΘ", 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 
+def _axes(
+    ax,
+    xlabel: str,
+    ylabel: str,
+    *,
+    logy: bool = False,
+    title: str | None = None,
+    title_size: float | int = 8,
+    legend: float | int | None = None,
+) -> None:
+    """log₂ x axis (log y with ``logy``), labels, an optional title and legend (font sizes)."""
+    ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title, fontsize=title_size)
+    if legend is not None:
+        ax.legend(fontsize=legend)
+
+
 def _width_colors(widths):
     cmap = plt.get_cmap("viridis")
     return [cmap(0.15 + 0.7 * i / max(len(widths) - 1, 1)) for i in range(len(widths))]
@@ -130,11 +152,7 @@ def chi_figure(run: Run) -> Figure:
                     label=f"fit L^{tf['exponent']:.2f} ± {tf['exponent_se']:.2f}",
                 )
             ax.set_title(f"|χ_ℓ| at ℓ = ⌊{chi['tau']:g}·L⌋ (project L⁻¹, paper L⁻²)", fontsize=8)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("depth L")
-        ax.set_ylabel("|χ|")
-        ax.legend(fontsize=6)
+        _axes(ax, "depth L", "|χ|", logy=True, legend=6)
         ax = axes[1]
         for i, n in enumerate(widths):
             ax.errorbar(
@@ -167,12 +185,15 @@ def chi_figure(run: Run) -> Figure:
                 lw=0.9,
                 label=f"fit L^{sf['exponent']:.2f} ± {sf['exponent_se']:.2f}",
             )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("depth L")
-        ax.set_ylabel("|Σ_ℓ χ_ℓ|")
-        ax.set_title("total coupling |Σχ| (project: flat in L)", fontsize=8)
-        ax.legend(fontsize=6)
+        _axes(
+            ax,
+            "depth L",
+            "|Σ_ℓ χ_ℓ|",
+            logy=True,
+            title="total coupling |Σχ| (project: flat in L)",
+            title_size=8,
+            legend=6,
+        )
         ax = axes[2]
         for i, n in enumerate(widths):
             ax.errorbar(
@@ -199,10 +220,13 @@ def chi_figure(run: Run) -> Figure:
                 label=f"decoupled control n={n}",
             )
         ax.axhline(0.0, color="k", lw=0.6)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("depth L")
-        ax.set_ylabel("Σ_ℓ χ_ℓ")
-        ax.set_title("Σχ with its decoupled control (must be ≈ 0)", fontsize=8)
+        _axes(
+            ax,
+            "depth L",
+            "Σ_ℓ χ_ℓ",
+            title="Σχ with its decoupled control (must be ≈ 0)",
+            title_size=8,
+        )
         ax.legend(fontsize=5.5, ncols=2)
     return fig
 
@@ -244,10 +268,7 @@ def gaps_figure(run: Run) -> Figure:
             alpha=0.6,
             label="slope −1 (required, T7)",
         )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("width n")
-        ax.set_ylabel("d_A = ‖E O_std − O_A‖ / ‖O_A‖")
+        _axes(ax, "width n", "d_A = ‖E O_std − O_A‖ / ‖O_A‖", logy=True)
         ax.set_title(
             f"standard → mode A (line style: L = {', '.join(map(str, depths))}; "
             "dotted: noise floor)",
@@ -270,48 +291,43 @@ def gaps_figure(run: Run) -> Figure:
             ax.plot(
                 depths, a["d_B"][o, -1], ls=":", marker=".", lw=0.7, color=obs_colors(o), alpha=0.7
             )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("depth L")
-        ax.set_ylabel("d_B = ‖E O_std − O_B‖ / ‖O_A‖")
-        ax.set_title(
-            f"standard → mode B ({s['ratio_source']}; dotted: n = {widths[-1]})", fontsize=7
+        _axes(
+            ax,
+            "depth L",
+            "d_B = ‖E O_std − O_B‖ / ‖O_A‖",
+            logy=True,
+            title=f"standard → mode B ({s['ratio_source']}; dotted: n = {widths[-1]})",
+            title_size=7,
+            legend=6,
         )
-        ax.legend(fontsize=6)
         ax = axes[1, 0]
+
+        def bar(y, se, **kw):
+            ax.errorbar(depths, y, se, ms=3.5, lw=1.0, capsize=1.5, **kw)
+
         for t, mk in sorted({(1, "o"), (T, "s")}):
-            ax.errorbar(
-                depths,
-                np.abs(a["loss_gap"][-1, :, t]),
+            ls = "-" if t == 1 else "--"
+            gap = np.abs(a["loss_gap"][-1, :, t])
+            bar(
+                gap,
                 a["loss_gap_se"][-1, :, t],
                 marker=mk,
-                ms=3.5,
-                lw=1.0,
-                capsize=1.5,
                 color="tab:blue",
-                ls="-" if t == 1 else "--",
+                ls=ls,
                 label=f"|loss gap| P2, t = {t}",
             )
-            ax.errorbar(
-                depths,
+            bar(
                 a["eps_f"][-1, :, t],
                 a["eps_f_se"][-1, :, t],
                 marker=mk,
-                ms=3.5,
-                lw=1.0,
-                capsize=1.5,
                 color="tab:orange",
-                ls="-" if t == 1 else "--",
+                ls=ls,
                 label=f"ε_f P2, t = {t}",
             )
-        ax.errorbar(
-            depths,
+        bar(
             a["p1_gap"][-1, :, T],
             a["p1_gap_se"][-1, :, T],
             marker="^",
-            ms=3.5,
-            lw=1.0,
-            capsize=1.5,
             color="tab:green",
             label=f"P1 gap, t = {T}",
         )
@@ -324,14 +340,15 @@ def gaps_figure(run: Run) -> Figure:
             lw=1.0,
             label=f"limit A − B P1 gap, t = {T}",
         )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("depth L")
-        ax.set_ylabel("standard − decoupled")
-        ax.set_title(
-            f"output gaps at n = {widths[-1]} against L (flat: no GIA restoration)", fontsize=7
+        _axes(
+            ax,
+            "depth L",
+            "standard − decoupled",
+            logy=True,
+            title=f"output gaps at n = {widths[-1]} against L (flat: no GIA restoration)",
+            title_size=7,
+            legend=6,
         )
-        ax.legend(fontsize=6)
         ax = axes[1, 1]
         cols = plt.get_cmap("plasma")
         offs = _offsets(len(depths))
@@ -348,9 +365,7 @@ def gaps_figure(run: Run) -> Figure:
                 label=f"L = {L}",
             )
         ax.axhline(0.0, color="k", lw=0.6)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("width n")
-        ax.set_ylabel("n · (E G_0^std − E G_0^dec)")
+        _axes(ax, "width n", "n · (E G_0^std − E G_0^dec)")
         ax.set_title("initial coupling (T6: flat in n means O(1/n))", fontsize=7)
         ax.legend(fontsize=6)
     return fig

@@ -2,6 +2,7 @@
 
 import contextlib
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
@@ -143,39 +144,47 @@ def _mode_style(mode: str) -> tuple[str, str, str, str]:
     return ls, marker, f"{name}, K=L", name.split()[-1]
 
 
+def _width_panel(ax, modes: Mapping, widths, depths, r: int, slope_of) -> None:
+    """Distances ``res["d"] (W, Ld, Lr)`` ± ``res["se"]`` vs width for every mode and depth at
+    learning rate ``r``, labelled with ``slope_of(res, j)``'s ``slope`` ± ``slope_se``; a 1/n
+    guide through the largest distance."""
+    cmap = plt.get_cmap("viridis")
+    top = np.nan
+    for mode, res in modes.items():
+        ls, marker, name, _ = _mode_style(mode)
+        d, se = _arr(res["d"]), _arr(res["se"])
+        top = np.nanmax([top, np.nanmax(d[:, :, r])]) if np.isfinite(d).any() else top
+        for j, L in enumerate(depths):
+            fit = slope_of(res, j)
+            slope, slope_se = (_arr(fit.get(k)) for k in ("slope", "slope_se"))
+            ax.errorbar(
+                widths,
+                d[:, j, r],
+                yerr=se[:, j, r],
+                ls=ls,
+                marker=marker,
+                ms=3,
+                color=cmap(j / max(len(depths) - 1, 1)),
+                capsize=2,
+                lw=1.1,
+                label=f"L={L:g}, {name}: slope {_fmt(slope)} ± {abs(float(slope_se)):.2f}",
+            )
+    if np.isfinite(top) and top > 0:
+        ax.plot(widths, top * widths[0] / widths, ":", color="0.5", lw=1, label="∝ 1/n")
+
+
 def sweep_figure(run: Run) -> Figure:
     """A sweep: (left) debiased distance of the finite seed-mean predictions to each limit mode
-    (K = L, and K → ∞ for the ``X_kinf`` modes) vs width, per depth, with the fitted n-slope ± SE and a 1/n guide; (right) the
-    distance of the n → ∞ Richardson extrapolation ``f∞`` to each mode vs depth."""
+    (K = L, and K → ∞ for the ``X_kinf`` modes) vs width, per depth, with the fitted n-slope
+    ± SE and a 1/n guide; (right) the distance of the n → ∞ Richardson extrapolation ``f∞`` to
+    each mode vs depth."""
     summary = _sweep_summary(run)
     widths, depths, lrs = (np.asarray(summary[k], float) for k in ("widths", "depths", "lrs"))
-    cmap = plt.get_cmap("viridis")
     r = 0  # first learning rate
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
         ax = axes[0]
-        top = np.nan
-        for mode, res in summary["modes"].items():
-            ls, marker, name, _ = _mode_style(mode)
-            d, se = _arr(res["d"]), _arr(res["se"])
-            top = np.nanmax([top, np.nanmax(d[:, :, r])]) if np.isfinite(d).any() else top
-            for j, L in enumerate(depths):
-                fit = res["fits"][j][r]
-                slope, slope_se = (_arr(fit.get(k)) for k in ("slope", "slope_se"))
-                ax.errorbar(
-                    widths,
-                    d[:, j, r],
-                    yerr=se[:, j, r],
-                    ls=ls,
-                    marker=marker,
-                    ms=3,
-                    color=cmap(j / max(len(depths) - 1, 1)),
-                    capsize=2,
-                    lw=1.1,
-                    label=f"L={L:g}, {name}: slope {_fmt(slope)} ± {abs(float(slope_se)):.2f}",
-                )
-        if np.isfinite(top) and top > 0:
-            ax.plot(widths, top * widths[0] / widths, ":", color="0.5", lw=1, label="∝ 1/n")
+        _width_panel(ax, summary["modes"], widths, depths, r, lambda res, j: res["fits"][j][r])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width n")
@@ -212,38 +221,17 @@ def kernel_figure(run: Run) -> Figure:
     saved step) to each limit mode vs width, per depth, with its n-slope ± SE and a 1/n guide."""
     summary = _sweep_summary(run)
     widths, depths, lrs = (np.asarray(summary[k], float) for k in ("widths", "depths", "lrs"))
-    cmap = plt.get_cmap("viridis")
     r = 0
     with style():
         fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
-        top = np.nan
-        for mode, res in summary.get("kernels", {}).items():
-            ls, marker, name, _ = _mode_style(mode)
-            d, se = _arr(res["d"]), _arr(res["se"])
-            top = np.nanmax([top, np.nanmax(d[:, :, r])]) if np.isfinite(d).any() else top
-            for j, L in enumerate(depths):
-                sl = res["slopes"][j][r]
-                ax.errorbar(
-                    widths,
-                    d[:, j, r],
-                    yerr=se[:, j, r],
-                    ls=ls,
-                    marker=marker,
-                    ms=3,
-                    color=cmap(j / max(len(depths) - 1, 1)),
-                    capsize=2,
-                    lw=1.1,
-                    label=f"L={L:g}, {name}: slope {_fmt(_arr(sl['slope']))} ± "
-                    f"{abs(float(_arr(sl['slope_se']))):.2f}",
-                )
-        if np.isfinite(top) and top > 0:
-            ax.plot(widths, top * widths[0] / widths, ":", color="0.5", lw=1, label="∝ 1/n")
+        kern = summary.get("kernels", {})
+        _width_panel(ax, kern, widths, depths, r, lambda res, j: res["slopes"][j][r])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width n")
         ax.set_ylabel("‖E Θ_finite − E Θ_limit‖ / ‖E Θ_limit‖")
         ax.set_title(f"NTK, finite → limit, η0 = {lrs[r]:g}", fontsize=9)
-        ax.legend(fontsize=6, ncol=2 if len(summary.get("kernels", {})) * len(depths) > 8 else 1)
+        ax.legend(fontsize=6, ncol=2 if len(kern) * len(depths) > 8 else 1)
         _sweep_title(fig, run)
     return fig
 

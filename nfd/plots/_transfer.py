@@ -130,7 +130,7 @@ def collapse_figure(run: Run) -> Figure:
     labels, depths = _labels(a), a["depths"]
     opts = cfg.transfer.optimizers
     with style():
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), layout="constrained")
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), layout="constrained")
         for o, opt in enumerate(opts):
             ls = "-" if opt == "sgd" else ":"
             dz = _at_collapse_lr(a, "dz_own", o)[:, -1]  # (V, J, S)
@@ -170,8 +170,8 @@ def collapse_figure(run: Run) -> Figure:
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("depth L")
-        axes[0].legend(fontsize=6)
-        axes[2].legend(fontsize=6)
+        handles, names = axes[2].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncols=5, fontsize=6)
         fig.suptitle(
             f"first-layer collapse of two-layer blocks (spec §6, T9), n={int(a['widths'][-1])}, "
             f"{lr}",

@@ -155,6 +155,7 @@ def test_w1_ntk_share_grows_like_l_to_the_a(a):
         ("transfer.optimizers=[]", "transfer.optimizers: must not be empty"),
         ("transfer.exponents=[5.0]", "transfer.exponents: contains 5.0"),
         ("transfer.depth=[2]", "transfer.depth: unknown key"),
+        ("transfer.init_seeds=1", "transfer.init_seeds: needs >= 2"),
     ],
 )
 def test_transfer_config_errors(override, start):
