@@ -210,7 +210,7 @@ def sweep_figure(run: Run) -> Figure:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("depth L (= K)")
         ax.set_ylabel("distance of n → ∞ extrapolation")
-        ax.set_title("Richardson f(n) = f∞ + a/n, vs each mode")
+        ax.set_title("n → ∞: f(n) = f∞ + a/n vs each mode", fontsize=9)
         ax.legend(fontsize=7)
         _sweep_title(fig, run)
     return fig
