@@ -28,7 +28,12 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from nfd import config, gallery  # noqa: E402
-from nfd.experiments._transfer import transfer_summary, variant_label  # noqa: E402
+from nfd.experiments._transfer import (  # noqa: E402
+    collapse_check,
+    coordinate_check,
+    transfer_summary,
+    variant_label,
+)
 from nfd.runs import load_run  # noqa: E402
 
 SIZE = "smoke" if os.environ.get("NFD_SMOKE") else "full"
@@ -54,6 +59,24 @@ for row in summary:
     print(
         f"{row['optimizer']:4s} {row['variant']:18s} n={row['width']}: argmin {row['argmin']}, "
         f"slope {row['slope']:+.2f}, transfer {row['transfer']}"
+    )
+
+# %% [markdown]
+# ## One-step diagnostics: W1's collapse (T9) and the coordinate check (T8)
+#
+# Read from step 1 of the same runs at each optimizer's collapse η0. Under SGD and Adam alike,
+# rms δz^own should scale like L^(a − 1/2) and W1's NTK share like L^a; depth-μP's per-block
+# update times L and the one-step change of f should be flat in L and n.
+
+# %%
+for r in collapse_check(a, cfg.transfer.optimizers, labels):
+    print(
+        f"{r['optimizer']:4s} {r['variant']:18s} δz^own slope {r['dz_slope']:+.2f} "
+        f"(expected {r['a'] - 0.5:+.2f}), K_W1 slope {r['k_w1_slope']:+.2f}"
+    )
+for r in coordinate_check(a, cfg.transfer.optimizers, labels):
+    print(
+        f"{r['optimizer']:4s} {r['variant']:18s} flat: {r['block_move']['flat'] and r['df_step']['flat']}"
     )
 
 # %% [markdown]

@@ -65,6 +65,12 @@ def loss_vs_lr_figure(run: Run) -> Figure:
                         ax.plot(lrs[:R], lm, "--", color=color, lw=1.2)
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
+                # a near-diverged η0 (loss ~1e30, finite) would flatten every curve: clip the
+                # axis at 10× the worst loss at the grid's smallest η0 (about the untrained loss)
+                means = _mean_se(a[key][o, v, i, :, :R], axis=-1)[0]  # (J, R)
+                if np.any(np.isfinite(means[:, 0])) and np.any(means > 0):
+                    high = min(ax.get_ylim()[1], 10 * float(np.nanmax(means[:, 0])))
+                    ax.set_ylim(0.5 * float(np.nanmin(np.where(means > 0, means, np.nan))), high)
                 ax.set_title(f"{opt}, {label}", fontsize=9)
                 ax.set_xlabel("η0")
                 if v == 0:
@@ -87,7 +93,7 @@ def argmin_figure(run: Run) -> Figure:
     opts, labels, depths = cfg.transfer.optimizers, _labels(a), a["depths"]
     i = len(a["widths"]) - 1
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
         for o, opt in enumerate(opts):
             lrs = a["lrs"][o]
             R = int(np.sum(np.isfinite(lrs)))
@@ -115,7 +121,8 @@ def argmin_figure(run: Run) -> Figure:
         axes[0].set_ylabel("argmin η0 (bars: within 2 SE)")
         axes[1].set_yscale("log")
         axes[1].set_ylabel("best " + key.replace("_", " "))
-        axes[0].legend(fontsize=7)
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncols=5, fontsize=6)
         fig.suptitle(f"learning-rate transfer across depth (n={int(a['widths'][i])})", fontsize=9)
     return fig
 
