@@ -559,11 +559,16 @@ def _verdicts(rows: list[dict], opts, labels) -> list[str]:
                 f"; undetermined (an argmin at the grid's edge) for {_names(group['undetermined'])}"
             )
         if two:
-            text += (
-                f". Two-layer blocks: the correction L^a restores transfer for a ∈ {{{', '.join(fixed)}}}."
-                if fixed
-                else ". Two-layer blocks: no tested exponent a restores transfer in this run."
-            )
+            base = [lb for lb in two if lb.split("a=")[1] == "0"]
+            others = [x for x in fixed if x != "0"]
+            if base and state[base[0]] == "transfers":
+                text += ". Two-layer blocks transfer without the correction (a = 0)" + (
+                    f", and also with L^a for a ∈ {{{', '.join(others)}}}." if others else "."
+                )
+            elif fixed:
+                text += f". Two-layer blocks: the correction L^a restores transfer for a ∈ {{{', '.join(fixed)}}}."
+            else:
+                text += ". Two-layer blocks: no tested exponent a restores transfer in this run."
         out.append(text if text.endswith(".") else text + ".")
     return out
 
