@@ -140,21 +140,38 @@ def run_limit(
             key=k,
         )
     )(rep_keys)
-    schedule = batch_schedule(
-        task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=keys["batch"]
+    lr = jnp.asarray(member_lrs, dtype)
+    return simulate_config(
+        cfg, task, particles, lr, progress=progress, desc=desc, save_also=save_also
     )
+
+
+def simulate_config(
+    cfg: Config,
+    task: Task,
+    particles,
+    lr,
+    *,
+    progress: bool | None = None,
+    desc: str = "limit",
+    save_also: Sequence[int] = (),
+) -> TrainResult:
+    """`simulate_limit` of batched ``particles`` with the config's parameterization, activation,
+    readout, loss, batch sequence and outputs, on ``task``; ``lr`` per repetition."""
     return simulate_limit(
         particles,
         task.x_train,
         task.y_train,
         task.x_test,
         task.y_test,
-        param=param,
+        param=build_param(cfg),
         activation=build_activation(cfg),
-        readout=READOUTS[lim.readout](),
+        readout=READOUTS[cfg.limit.readout](),
         loss=build_loss(cfg),
-        lr=jnp.asarray(member_lrs, dtype),
-        schedule=schedule,
+        lr=lr,
+        schedule=batch_schedule(
+            task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=run_keys(cfg)["batch"]
+        ),
         every=cfg.output.every,
         save_also=save_also,
         layer_times=cfg.output.layer_times,

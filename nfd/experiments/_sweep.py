@@ -44,18 +44,16 @@ from jaxtyping import Array, Float, Int
 from ..config import (
     Config,
     ConfigError,
-    build_activation,
-    build_loss,
     build_param,
     build_task,
     run_keys,
 )
-from ..limit import READOUTS, Particles, estimate_memory, sample_particles, simulate_limit
+from ..limit import Particles, estimate_memory, sample_particles
 from ..model import DecoupledWeights
 from ..tasks import Task
-from ..train import TrainResult, batch_schedule, save_steps
+from ..train import TrainResult, save_steps
 from ._finite import antithetic_seeds, draw_ensemble, member_grid, run_finite
-from ._limit import check_limit_memory, layer_steps, run_limit
+from ._limit import check_limit_memory, layer_steps, run_limit, simulate_config
 
 
 class SweepResult(eqx.Module):
@@ -265,31 +263,6 @@ def limit_ensemble(
     return draw, (all_keys, all_signs, all_reused), all_lrs
 
 
-def _simulate(cfg: Config, task: Task, particles: Particles, lr, *, progress, desc) -> TrainResult:
-    """`simulate_limit` with the run's task, parameterization and outputs."""
-    return simulate_limit(
-        particles,
-        task.x_train,
-        task.y_train,
-        task.x_test,
-        task.y_test,
-        param=build_param(cfg),
-        activation=build_activation(cfg),
-        readout=READOUTS[cfg.limit.readout](),
-        loss=build_loss(cfg),
-        lr=lr,
-        schedule=batch_schedule(
-            task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=run_keys(cfg)["batch"]
-        ),
-        every=cfg.output.every,
-        layer_times=cfg.output.layer_times,
-        ntk=cfg.output.ntk,
-        kernels=cfg.output.kernels,
-        progress=progress,
-        desc=desc,
-    )
-
-
 def run_limits(
     cfg: Config,
     *,
@@ -343,12 +316,14 @@ def run_limits(
         particles = draw_ensemble(draw, *(a[part] for a in args))
         if refine:
             fine.append(
-                _simulate(
+                simulate_config(
                     cfg, task, particles, all_lrs[part], progress=progress, desc=refine_desc or desc
                 )
             )
             particles = coarsen_particles(particles)
-        coarse.append(_simulate(cfg, task, particles, all_lrs[part], progress=progress, desc=desc))
+        coarse.append(
+            simulate_config(cfg, task, particles, all_lrs[part], progress=progress, desc=desc)
+        )
     X = len(couplings)
     out = dict(zip(couplings, _split_members(_concat_members(coarse), X), strict=True))
     if refine:

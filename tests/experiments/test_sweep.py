@@ -223,6 +223,7 @@ def test_antithetic_pairs_cancel_exactly_the_part_odd_in_v0():
     assert 0.6 < ratio <= 1.0, ratio
 
 
+@pytest.mark.slow
 def test_one_compiled_limit_for_both_modes_equals_separate_runs():
     """`run_limits` runs mode A as a decoupled particle system with offset 0 (W̃(t) = W(t)) in the
     same ensemble as mode B: its trajectories must equal `run_limit`'s reused-weight (mode A)
@@ -358,6 +359,7 @@ def test_coarsened_particles_have_the_k_step_law_and_stay_coupled():
         coarsen_particles(c.__class__(U=c.U, W=c.W[:3], W_back=c.W[:3], v=c.v, coupling=c.coupling))
 
 
+@pytest.mark.slow
 def test_refined_limits_are_the_coarsened_k_step_run_and_the_2k_run():
     """Plumbing of `run_limits(refine=True)`: its K-step run equals `simulate_limit` on the
     coarsened 2K-step draw of `limit_ensemble` (to round-off, both modes), and its 2K-step run is
@@ -372,7 +374,7 @@ def test_refined_limits_are_the_coarsened_k_step_run_and_the_2k_run():
     coarse = coarsen_particles(draw_ensemble(draw, *args))
     assert coarse.W.shape == (4, 2, 16, 16)
     np.testing.assert_array_equal(coarse.W_back[:2], coarse.W[:2])  # mode A: W̃ = W
-    alone = _sweep._simulate(cfg, task, coarse, lrs, progress=False, desc="coarse")
+    alone = _sweep.simulate_config(cfg, task, coarse, lrs, progress=False, desc="coarse")
     direct = run_limits(cfg, depth=4, lrs=[0.5], couplings=modes, task=task, progress=False)
     for x, X in enumerate(modes):
         for key in ("f_train", "f_test", "loss_test"):
