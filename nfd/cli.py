@@ -104,7 +104,9 @@ def _decile(st, *, first: bool) -> float | None:
 def _run(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
     import numpy as np
 
-    from .experiments import layer_steps, run_finite, run_limit
+    from .analysis import curves_summary
+    from .config import layer_steps
+    from .experiments import run_finite, run_limit
     from .plots import loss_figure
     from .runs import load_run, save_run
 
@@ -156,7 +158,8 @@ def _run(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: b
     }
     out = _default_out(cfg_path) if out is None else out
     run_dir = save_run(out, cfg, arrays, meta)
-    loss_figure(load_run(run_dir)).savefig(run_dir / "loss.png")
+    run = load_run(run_dir)
+    loss_figure(run, curves_summary(run.arrays)).savefig(run_dir / "loss.png")
     print(run_dir)
     return 1 if meta["all_failed"] else 0
 
@@ -164,6 +167,7 @@ def _run(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: b
 def _demo(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
     import numpy as np
 
+    from .analysis import curves_summary
     from .experiments import run_demo
     from .plots import demo_figure
     from .runs import load_run, save_run
@@ -189,7 +193,8 @@ def _demo(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: 
     meta = {"timings": {"wall_s": wall}, "kind": "demo", "all_failed": bool(np.all(status != 0))}
     out = _default_out(cfg_path) if out is None else out
     run_dir = save_run(out, cfg, arrays, meta)
-    fig = demo_figure(load_run(run_dir))
+    run = load_run(run_dir)
+    fig = demo_figure(run, curves_summary(run.arrays))
     fig.savefig(run_dir / "demo.png")
     print(f"figure: {run_dir / 'demo.png'}")
     print(run_dir)
@@ -221,6 +226,7 @@ def _figures(args) -> int:
 
 
 def _plot(run_dir: pathlib.Path) -> int:
+    from .analysis import curves_summary
     from .gallery import KINDS, draw, experiment
     from .plots import demo_figure, loss_figure
     from .runs import load_run
@@ -236,7 +242,7 @@ def _plot(run_dir: pathlib.Path) -> int:
             print(path)
         return 0
     name, figure = ("demo.png", demo_figure) if kind == "demo" else ("loss.png", loss_figure)
-    figure(run).savefig(run_dir / name)
+    figure(run, curves_summary(run.arrays)).savefig(run_dir / name)
     print(run_dir / name)
     return 0
 

@@ -1,9 +1,12 @@
 """Experiment kinds and the figure gallery: what `nfd run` runs and `nfd figures` draws.
 
-An `Experiment` is a config kind with three pure pieces: ``run(cfg, progress=...)`` computes an
-`Outcome` (arrays + metadata, written atomically as a run directory by `nfd.runs.save_run`),
-``figures(run)`` draws named figures from the *saved* run only (so ``nfd plot DIR`` re-draws them
-without recomputation) and ``report(run)`` writes the plain-language summary (``DIR/report.md``).
+The registry: each config kind is an `Experiment` of four pure pieces. ``run(cfg, progress=...)``
+computes an `Outcome` (the arrays of `nfd.experiments` and the metadata, with the analysis
+recorded in it; written atomically as a run directory by `nfd.runs.save_run`); ``analyse(run)``
+summarises the *saved* run (`nfd.analysis`); ``figures(run, summary)`` draws named figures
+(`nfd.plots`) and ``report(run, summary)`` writes the plain-language summary (`nfd.reports`,
+``DIR/report.md``), so ``nfd plot DIR`` re-draws them without re-running the experiment. Nothing
+imports this module back but the command line, the scripts and the notebooks.
 
 The gallery is the set of configs under ``configs/figures/smoke`` (minutes on 2 CPU cores; run by
 the test suite) and ``configs/figures/full`` (a long CPU run or a GPU): ``nfd figures [--full]``
@@ -17,9 +20,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
+import matplotlib.pyplot as plt
 import numpy as np
 
-from .config import Config, ConfigError
+from . import analysis, plots, reports
+from .config import Config, ConfigError, load
+from .experiments import limit_method, run_gia, run_sweep, run_transfer, sweep_arrays
 from .runs import Run, load_run, save_run
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "figures"
@@ -36,85 +43,134 @@ class Outcome:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A config kind: how to run it, draw it (from the saved run) and report it in words."""
+    """A config kind: how to run it, summarise the saved run, draw it and report it in words."""
 
     run: Callable[..., Outcome]  # run(cfg, *, progress) -> Outcome
-    figures: Callable[[Run], dict[str, Any]]  # name -> matplotlib Figure
-    report: Callable[[Run], str]  # markdown
+    analyse: Callable[[Run], Any]  # the summary of a saved run (nfd.analysis)
+    figures: Callable[[Run, Any], dict[str, Any]]  # (run, summary) -> name -> matplotlib Figure
+    report: Callable[[Run, Any], str]  # (run, summary) -> markdown
 
 
-def _sweep_experiment() -> Experiment:
-    from .experiments import convergence_summary, run_sweep, sweep_arrays
-    from .experiments._sweep import sweep_report
-    from .plots import sweep_figure
-    from .plots._plots import depth_scaling_figure, kernel_figure
-
-    def run(cfg: Config, *, progress: bool | None = None) -> Outcome:
-        t0 = time.perf_counter()
-        res = run_sweep(cfg, progress=progress)
-        wall = time.perf_counter() - t0
-        arrays = sweep_arrays(res)
-        t1 = time.perf_counter()
-        summary = convergence_summary(
-            {k: np.asarray(v) for k, v in arrays.items() if v is not None}
-        )
-        status = np.asarray(res.status)
-        members = [
-            {
-                "width": int(n),
-                "depth": int(L),
-                "lr": float(lr),
-                "seed": e,
-                "status": "diverged" if status[i, j, r, e] else "ok",
-            }
-            for i, n in enumerate(res.widths)
-            for j, L in enumerate(res.depths)
-            for r, lr in enumerate(res.lrs)
-            for e in range(status.shape[-1])
-            if status[i, j, r, e]  # thousands of members: list only the diverged ones
-        ]
-        all_failed = bool(np.all(status != 0))
-        meta = {
-            "timings": {"wall_s": wall, "analysis_s": time.perf_counter() - t1},
-            "summary": summary,
-            "diverged_members": members,
-            "all_failed": all_failed,
+# -- kind = "sweep" ----------------------------------------------------------------------------
+def _sweep_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    res = run_sweep(cfg, progress=progress)
+    wall = time.perf_counter() - t0
+    arrays = sweep_arrays(res)
+    t1 = time.perf_counter()
+    summary = analysis.convergence_summary(
+        {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    )
+    status = np.asarray(res.status)
+    members = [
+        {
+            "width": int(n),
+            "depth": int(L),
+            "lr": float(lr),
+            "seed": e,
+            "status": "diverged" if status[i, j, r, e] else "ok",
         }
-        return Outcome(arrays=arrays, meta=meta, all_failed=all_failed)
-
-    def report(run: Run) -> str:
-        status = run.arrays["status"]
-        summary = run.meta.get("summary")
-        if not (isinstance(summary, dict) and "depth_scaling" in summary):
-            summary = convergence_summary(run.arrays)  # a run saved before this analysis
-        return sweep_report(summary, diverged=int(np.sum(status != 0)), members=status.size)
-
-    def figures(run: Run) -> dict[str, Any]:
-        figs = {"sweep": sweep_figure(run), "depth_scaling": depth_scaling_figure(run)}
-        if run.arrays.get("limit_ntk_mean") is not None:
-            figs["kernels"] = kernel_figure(run)
-        return figs
-
-    return Experiment(run=run, figures=figures, report=report)
+        for i, n in enumerate(res.widths)
+        for j, L in enumerate(res.depths)
+        for r, lr in enumerate(res.lrs)
+        for e in range(status.shape[-1])
+        if status[i, j, r, e]  # thousands of members: list only the diverged ones
+    ]
+    all_failed = bool(np.all(status != 0))
+    meta = {
+        "timings": {"wall_s": wall, "analysis_s": time.perf_counter() - t1},
+        "summary": summary,
+        "diverged_members": members,
+        "all_failed": all_failed,
+    }
+    return Outcome(arrays=arrays, meta=meta, all_failed=all_failed)
 
 
-def _gia() -> Experiment:
-    from .experiments import gia_experiment
-
-    return gia_experiment()
-
-
-def _transfer() -> Experiment:
-    from .experiments import transfer_experiment
-
-    return transfer_experiment()
+def _sweep_summary(run: Run) -> dict:
+    """The analysis saved with the run (``meta.json``: its bootstrap is not redone); a run saved
+    before it was recorded in this form is analysed from its saved arrays."""
+    summary = run.meta.get("summary")
+    if isinstance(summary, dict) and "depth_scaling" in summary:
+        return summary
+    return analysis.convergence_summary(run.arrays)
 
 
-# config kind -> factory (built on demand: JAX and matplotlib load only when needed)
-KINDS: dict[str, Callable[[], Experiment]] = {
-    "sweep": _sweep_experiment,
-    "gia": _gia,
-    "transfer": _transfer,
+def _sweep_figures(run: Run, summary: dict) -> dict[str, Any]:
+    figs = {
+        "sweep": plots.sweep_figure(run, summary),
+        "depth_scaling": plots.depth_scaling_figure(run, summary),
+    }
+    if run.arrays.get("limit_ntk_mean") is not None:
+        figs["kernels"] = plots.kernel_figure(run, summary)
+    return figs
+
+
+def _sweep_report(run: Run, summary: dict) -> str:
+    return reports.sweep_report(summary, **analysis.member_counts(run.arrays["status"]))
+
+
+# -- kind = "gia" ------------------------------------------------------------------------------
+def _gia_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    raw = run_gia(cfg, progress=progress)
+    summary = analysis.gia_summary(raw)  # the raw arrays with the derived ones, and the fits
+    wall = time.perf_counter() - t0
+    meta = {
+        "timings": {"wall_s": wall},
+        "summary": summary["fits"],
+        "gia": {
+            "pairs": cfg.seeds,
+            "antithetic": cfg.gia.antithetic,
+            "activation": cfg.model.activation,
+            "lr": cfg.optim.lr,
+            "gamma0": cfg.model.gamma0,
+            "steps": cfg.gia.steps,
+            "limit_method": limit_method(cfg),
+            "particles": cfg.limit.particles,
+            "init_estimator": cfg.gia.init_estimator,
+        },
+    }
+    finite = raw["std_f_p2"]
+    return Outcome(
+        arrays=summary["arrays"], meta=meta, all_failed=bool(not np.any(np.isfinite(finite)))
+    )
+
+
+# -- kind = "transfer" -------------------------------------------------------------------------
+def _transfer_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    arrays = run_transfer(cfg, progress=progress)
+    finite = np.isfinite(arrays["loss_train"])
+    meta = {
+        "timings": {"wall_s": time.perf_counter() - t0},
+        "diverged_members": int(
+            np.sum(~finite & ~np.isnan(arrays["lrs"])[:, None, None, None, :, None])
+        ),
+    }
+    return Outcome(arrays=arrays, meta=meta, all_failed=bool(not np.any(finite)))
+
+
+def _transfer_summary(run: Run) -> dict:
+    return analysis.transfer_analysis(run.arrays, run.config.transfer.optimizers)
+
+
+# config kind -> its experiment
+KINDS: dict[str, Experiment] = {
+    "sweep": Experiment(
+        run=_sweep_run, analyse=_sweep_summary, figures=_sweep_figures, report=_sweep_report
+    ),
+    "gia": Experiment(
+        run=_gia_run,
+        analyse=lambda run: analysis.gia_summary(run.arrays),
+        figures=plots.gia_figures,
+        report=reports.gia_report,
+    ),
+    "transfer": Experiment(
+        run=_transfer_run,
+        analyse=_transfer_summary,
+        figures=plots.transfer_figures,
+        report=reports.transfer_report,
+    ),
 }
 
 
@@ -122,21 +178,21 @@ def experiment(kind: str) -> Experiment:
     """The `Experiment` of a config kind (`KINDS`)."""
     if kind not in KINDS:
         raise ConfigError("kind", f"{kind!r} is not an experiment kind", ", ".join(KINDS))
-    return KINDS[kind]()
+    return KINDS[kind]
 
 
 def draw(run: Run, exp: Experiment) -> list[pathlib.Path]:
-    """Draw and save every figure of a saved run, and its report; returns the files written."""
-    import matplotlib.pyplot as plt
-
+    """Summarise a saved run, draw and save every figure and its report; returns the files
+    written."""
+    summary = exp.analyse(run)
     written = []
-    for name, fig in exp.figures(run).items():
+    for name, fig in exp.figures(run, summary).items():
         path = run.path / f"{name}.png"
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
     report = run.path / "report.md"
-    report.write_text(exp.report(run))
+    report.write_text(exp.report(run, summary))
     written.append(report)
     return written
 
@@ -147,8 +203,6 @@ def run_experiment(
     """Run ``cfg`` (a gallery kind), save it atomically at ``out``, draw it; (run dir, all failed)."""
     exp = experiment(cfg.kind)
     if cfg.precision == "float64":  # JAX's default is float32; x64 is never switched off again
-        import jax
-
         jax.config.update("jax_enable_x64", True)
     outcome = exp.run(cfg, progress=progress)
     meta = {"kind": cfg.kind, "all_failed": outcome.all_failed, **outcome.meta}
@@ -179,8 +233,6 @@ def make_figures(
     Each config's run directory is ``out/runs/<name>`` (replaced if present); its figures are
     copied to ``out/<name>-<figure>.png``. Returns the index file.
     """
-    from . import config as config_mod
-
     paths = gallery_configs(full, root)
     if only:
         names = {p.stem for p in paths}
@@ -191,7 +243,7 @@ def make_figures(
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# nfd figures ({'full' if full else 'smoke'} size)\n"]
     for path in paths:
-        cfg = config_mod.load(path, overrides)
+        cfg = load(path, overrides)
         run_dir = out / "runs" / path.stem
         if run_dir.exists():
             shutil.rmtree(run_dir)

@@ -28,11 +28,11 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from nfd import config, gallery  # noqa: E402
-from nfd.experiments._transfer import (  # noqa: E402
+from nfd.analysis import (  # noqa: E402
     collapse_check,
     coordinate_check,
+    labels_of,  # noqa: E402
     transfer_summary,
-    variant_label,
 )
 from nfd.runs import load_run  # noqa: E402
 
@@ -50,10 +50,7 @@ run = load_run(run_dir)
 
 # %%
 a = run.arrays
-labels = [
-    variant_label("two_layer" if t else "one_layer", float(x))
-    for t, x in zip(a["two_layer"], a["exponents"], strict=True)
-]
+labels = labels_of(a)
 summary = transfer_summary(a, cfg.transfer.optimizers, labels)
 for row in summary:
     print(
@@ -84,5 +81,6 @@ for r in coordinate_check(a, cfg.transfer.optimizers, labels):
 
 # %%
 print((run_dir / "report.md").read_text())
-figures = gallery.experiment("transfer").figures(run)
+experiment = gallery.experiment("transfer")
+figures = experiment.figures(run, experiment.analyse(run))
 print(sorted(figures))

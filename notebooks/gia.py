@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import nfd
+import nfd.analysis
 import nfd.gallery
 import nfd.plots
 import nfd.runs
@@ -60,7 +61,7 @@ print((run_dir / "report.md").read_text())
 # ## (a) One-step kernel ratio, (b) χ diagnostic, (c) distances and gaps
 
 # %%
-figures = nfd.plots.gia_figures(run)
+figures = nfd.plots.gia_figures(run, nfd.analysis.gia_summary(run.arrays))
 figures["ratio"]
 
 # %%

@@ -5,8 +5,9 @@ The model is a one-layer depth-muP ReLU ResNet (spec NFD.md §1.1), trained by f
     h_0 = σ_in U x / sqrt(D);   h_{ℓ+1} = h_ℓ + (β/sqrt(L)) W_ℓ relu(h_ℓ) / sqrt(N);
     f = vᵀ relu(h_L) / (γ0 N);   loss = mean_μ ½ (f_μ − y_μ)²;   θ ← θ − η0 γ0² N ∂loss/∂θ
 
-for every tensor θ ∈ {U, W, v}. nfd runs it through `make_step` (an ensemble of one, as `train` does,
-but with f(θ(0)) centring off so the loss is the plain one above); the reference is the same math in
+for every tensor θ ∈ {U, W, v}. nfd runs it through the step of its training loop (`evolve`'s jitted,
+donating `_step` of a `FiniteNetwork`: an ensemble of one, with f(θ(0)) centring off so the loss is
+the plain one above); the reference is the same math in
 plain PyTorch tensors. Both start from the same weights and the same data, and a tiny float64 run
 checks once that one step of each gives the same loss and the same updated f.
 
@@ -34,10 +35,11 @@ import jax.random as jr
 import numpy as np
 
 import nfd
-from nfd.nn import Relu
+from nfd.dynamics import Points, batch_schedule
+from nfd.dynamics._evolve import _start, _step
+from nfd.nn import MSE, Relu
 from nfd.tasks import teacher_student
-from nfd.train import MSE, make_optimizer
-from nfd.train._train import batch_schedule, make_step
+from nfd.train import SGD, FiniteNetwork
 
 try:
     import torch
@@ -76,64 +78,48 @@ def step_flops(width: int, depth: int, points: int) -> float:
 
 # -- nfd ------------------------------------------------------------------------------------------
 def _nfd_setup(width: int, depth: int, points: int, dtype):
-    """The nfd ensemble (E = 1), its optimizer state and the data, ready for `make_step`."""
+    """The nfd network, its ensemble (E = 1), loop state and the data, ready for `_step`."""
     task = teacher_student(n_train=points, n_test=0, in_dim=IN_DIM, key=jr.key(0))
+    net = FiniteNetwork(
+        width=width,
+        depth=depth,
+        param=nfd.DepthMuP(),
+        activation=Relu(),
+        optimizer=SGD(),
+        loss=MSE(),
+        center=False,
+    )
+    data = Points(x=task.x_train.astype(dtype), y=task.y_train.astype(dtype), num_train=points)
 
     def make(k):
         return nfd.ResNet(
-            IN_DIM,
-            OUT_DIM,
-            width,
-            depth,
-            param=nfd.DepthMuP(),
-            activation=Relu(),
-            dtype=dtype,
-            key=k,
+            IN_DIM, OUT_DIM, width, depth, param=net.param, activation=Relu(), dtype=dtype, key=k
         )
 
     models = eqx.filter_vmap(make)(jr.split(jr.key(1), 1))
-    single = jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, models)
-    opt = make_optimizer("sgd", single)
-    opt_states = eqx.filter_vmap(lambda m: opt.init(eqx.filter(m, eqx.is_array)))(models)
-    x = task.x_train.astype(dtype)
-    y = task.y_train.astype(dtype)
     return {
-        "models": models,
-        "opt_states": opt_states,
-        "opt": opt,
+        "net": net,
+        "initial": models,
+        "points": data,
+        "state": _start(net, models, data),
         "alive": jnp.ones((1,), bool),
         "failed": jnp.full((1,), -1, jnp.int32),
         "lrs": jnp.full((1,), LR, dtype),
         "idx": batch_schedule(points, 0, 1, key=jr.key(2))[0],  # full batch: 0..P-1
-        "f0": jnp.zeros((1, points, OUT_DIM), dtype),  # no centring
-        "x": x,
-        "y": y,
     }
 
 
 def _nfd_step(s: dict, t: int):
-    """One `make_step` on the state ``s`` (updated in place); returns the loss ``(E,)``."""
-    models, opt_states, alive, failed, values = make_step(
-        s["models"],
-        s["opt_states"],
-        s["alive"],
-        s["failed"],
-        s["lrs"],
-        s["idx"],
-        jnp.asarray(t, jnp.int32),
-        s["f0"],
-        s["x"],
-        s["y"],
-        s["opt"],
-        MSE(),
-    )
-    s.update(models=models, opt_states=opt_states, alive=alive, failed=failed)
+    """One step of the loop on the state ``s`` (updated in place); returns the loss ``(E,)``."""
+    static = (s["net"], s["initial"], s["points"], s["lrs"], s["idx"], jnp.asarray(t, jnp.int32))
+    state, alive, failed, values = _step(static, s["state"], s["alive"], s["failed"])
+    s.update(state=state, alive=alive, failed=failed)
     return values
 
 
 def _nfd_weights(s: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``U (N, D)``, ``W (L, N, N)``, ``v (N, C)`` of the single ensemble member, as numpy."""
-    m = s["models"]
+    m = s["state"].model
     return np.asarray(m.U[0]), np.asarray(m.blocks[0][0]), np.asarray(m.v[0])
 
 
@@ -147,9 +133,9 @@ class _TorchResNet:
         self.v = torch.tensor(v, requires_grad=True)
         n, L = self.U.shape[0], len(self.Ws)
         self.n, self.L, self.D = n, L, self.U.shape[1]
-        self.sigma_in, self.gamma0 = param.sigma_in, param.gamma0
-        self.branch = param.beta / L**0.5
-        self.lr = LR * param.gamma0**2 * n  # η0 γ0² N on every tensor (depth-muP: m_θ = 1)
+        self.sigma_in, self.gamma0 = float(param.sigma_in), float(param.gamma0)
+        self.branch = float(param.beta) / L**0.5
+        self.lr = LR * self.gamma0**2 * n  # η0 γ0² N on every tensor (depth-muP: m_θ = 1)
 
     def forward(self, x):
         relu = torch.relu
@@ -177,12 +163,12 @@ def reference_check() -> float:
     assert torch is not None
     with jax.enable_x64(True):
         s = _nfd_setup(32, 4, 8, jnp.float64)
-        single = jax.tree.map(lambda a: a[0] if eqx.is_array(a) else a, s["models"])
+        single = jax.tree.map(lambda a: a[0] if eqx.is_array(a) else a, s["state"].model)
         ref = _TorchResNet(*_nfd_weights(s), single.param)
-        x, y = torch.tensor(np.asarray(s["x"])), torch.tensor(np.asarray(s["y"]))
+        x, y = torch.tensor(np.asarray(s["points"].x)), torch.tensor(np.asarray(s["points"].y))
         loss_nfd = np.asarray(_nfd_step(s, 0))[0]
-        new = jax.tree.map(lambda a: a[0] if eqx.is_array(a) else a, s["models"])
-        f_nfd = np.asarray(jax.vmap(new)(s["x"]))
+        new = jax.tree.map(lambda a: a[0] if eqx.is_array(a) else a, s["state"].model)
+        f_nfd = np.asarray(jax.vmap(new)(s["points"].x))
     loss_ref = float(ref.step(x, y))
     with torch.no_grad():
         f_ref = ref.forward(x).numpy()
@@ -263,10 +249,10 @@ def main(argv=None) -> dict:
     weights0 = _nfd_weights(s)  # torch starts from these
     counter = iter(range(10**9))
     # (label, callable, FLOPs per call); training steps first, then the matmul references
-    cases = [("nfd make_step", lambda: _nfd_step(s, next(counter)).block_until_ready(), flops)]
+    cases = [("nfd loop step", lambda: _nfd_step(s, next(counter)).block_until_ready(), flops)]
     if torch is not None:
         ref = _TorchResNet(*weights0, nfd.DepthMuP())
-        x, y = torch.tensor(np.asarray(s["x"])), torch.tensor(np.asarray(s["y"]))
+        x, y = torch.tensor(np.asarray(s["points"].x)), torch.tensor(np.asarray(s["points"].y))
         cases.append(("plain torch step", lambda: ref.step(x, y), flops))
     cases.append(("jax.jit matmul chain", _jax_matmul(n, L, P), mm_flops))
     if torch is not None:
@@ -279,7 +265,7 @@ def main(argv=None) -> dict:
     out["loadavg"] = (load0, load1)
 
     keys = {
-        "nfd make_step": "nfd",
+        "nfd loop step": "nfd",
         "plain torch step": "torch",
         "jax.jit matmul chain": "jax_matmul",
         "torch matmul chain": "torch_matmul",
@@ -295,7 +281,7 @@ def main(argv=None) -> dict:
         )
     if torch is not None:
         out["ratio"] = out["nfd_s"] / out["torch_s"]
-        best_ratio = min(times["nfd make_step"]) / min(times["plain torch step"])
+        best_ratio = min(times["nfd loop step"]) / min(times["plain torch step"])
         print(
             f"nfd / torch step time: {out['ratio']:.2f}× (medians), {best_ratio:.2f}× (minima); "
             f"{args.steps} interleaved steps after {args.warmup} warm-up"

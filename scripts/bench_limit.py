@@ -17,23 +17,16 @@ import sys
 import time
 from collections.abc import Sequence
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
 import nfd
-from nfd.limit import (
-    FeatureReadout,
-    estimate_memory,
-    sample_particles,
-    simulate_limit,
-    step_flops,
-)
-from nfd.nn import Tanh
+from nfd.dynamics import Points, SaveAt, batch_schedule, evolve
+from nfd.limit import MatrixParticles, estimate_memory, step_flops
+from nfd.nn import MSE, FeatureReadout, Tanh
 from nfd.tasks import teacher_student
-from nfd.train import MSE, batch_schedule
 
 
 def _peak_bytes() -> int | None:
@@ -79,33 +72,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
     x, y = task.x_train.astype(dtype), task.y_train.astype(dtype)
     est = estimate_memory(M, K, P, 1, 16, 1, itemsize=4, decoupled=decoupled, blocks=blocks)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    parts = eqx.filter_vmap(
-        lambda k: sample_particles(
-            M,
-            K,
-            16,
-            1,
-            sigma_out=1.0,
-            coupling=coupling,
-            block=args.block,
-            dtype=dtype,
-            key=k,
-        )
-    )(jr.split(jr.key(1), 1))
-    t0 = time.perf_counter()
-    res = simulate_limit(
-        parts,
-        x,
-        y,
-        x[:0],
-        y[:0],
+    block = nfd.TwoLayer() if args.block == "two_layer" else nfd.OneLayer()
+    dynamics = MatrixParticles(
+        num_particles=M,
+        num_layer_steps=K,
         param=nfd.DepthMuP(),
         activation=Tanh(),
-        readout=FeatureReadout(),
         loss=MSE(),
+        coupling=coupling,
+        readout=FeatureReadout(),
+        block=block,
+    )
+    points = Points(x=x, y=y, num_train=P)
+    t0 = time.perf_counter()
+    res = evolve(
+        dynamics,
+        points,
         lr=jnp.full((1,), 0.5, dtype),
         schedule=batch_schedule(P, 0, T, key=jr.key(2)),
-        every=T,
+        saveat=SaveAt(steps=(0, T)),
+        keys=jr.split(jr.key(1), 1),
         progress=sys.stderr.isatty(),
     )
     wall = time.perf_counter() - t0

@@ -20,3 +20,149 @@ def mean_se(x, axis: int = 0):
 def slope(xs, ys) -> float:
     """Least-squares slope of log|y| against log x."""
     return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.abs(np.asarray(ys))), 1)[0])
+
+
+# -- thin test drivers over `nfd.dynamics.evolve` ----------------------------------------------
+def batched(tree):
+    """A single draw (network, particles) as an ensemble of one (leading axis 1 on every array)."""
+    import equinox as eqx
+    import jax
+
+    return jax.tree.map(lambda a: a[None] if eqx.is_array(a) else a, tree)
+
+
+def network_of(model, *, optimizer: str = "sgd", loss=None, readout=None, center: bool = True):
+    """The `FiniteNetwork` dynamics whose draws look like ``model`` (a single or batched ResNet)."""
+    from nfd.nn import MSE, FeatureReadout
+    from nfd.train import SGD, Adam, FiniteNetwork, adam_eps
+
+    width = model.U.shape[-2]
+    opt = SGD() if optimizer == "sgd" else Adam(eps=adam_eps(width))
+    return FiniteNetwork(
+        width=width,
+        depth=model.blocks[0].shape[-3],
+        param=model.param,
+        activation=model.activation,
+        optimizer=opt,
+        loss=MSE() if loss is None else loss,
+        block=model.block,
+        backward=model.backward,
+        readout=FeatureReadout() if readout is None else readout,
+        post_activation=model.post_activation,
+        center=center,
+    )
+
+
+def train(
+    models,
+    task,
+    *,
+    optimizer: str = "sgd",
+    loss,
+    lr,
+    num_steps: int,
+    batch_size: int = 0,
+    every: int = 1,
+    save_also=(),
+    layer_times=(0.0, 0.5, 1.0),
+    ntk: bool = False,
+    kernels: bool = False,
+    center: bool = True,
+    batch_key,
+    progress=False,
+    readout=None,
+):
+    """Train an ensemble of ResNets (leading axis E) with `evolve` (the package's one loop)."""
+    from nfd.dynamics import Points, SaveAt, batch_schedule, evolve, save_steps
+
+    net = network_of(models, optimizer=optimizer, loss=loss, readout=readout, center=center)
+    return evolve(
+        net,
+        Points.from_task(task),
+        lr=lr,
+        schedule=batch_schedule(task.n_train, batch_size, num_steps, key=batch_key),
+        saveat=SaveAt(
+            steps=save_steps(num_steps, every, save_also),
+            ntk=ntk,
+            kernels=kernels,
+            layer_times=tuple(layer_times),
+        ),
+        initial=models,
+        progress=progress,
+    )
+
+
+def simulate(
+    particles,
+    task,
+    *,
+    param,
+    activation,
+    readout,
+    loss,
+    lr,
+    schedule,
+    coupling=None,
+    every: int = 1,
+    save_also=(),
+    layer_times=(0.0, 0.5, 1.0),
+    ntk: bool = False,
+    kernels: bool = False,
+    solver=None,
+    progress=False,
+):
+    """Run the random-matrix particle limit from batched ``particles`` with `evolve`.
+
+    ``coupling`` defaults to mode B where the backward matrices differ from the forward ones.
+    """
+    import jax.numpy as jnp
+
+    import nfd
+    from nfd.dynamics import Points, SaveAt, evolve, save_steps
+    from nfd.limit import MatrixParticles
+    from nfd.solver import EulerMaruyama
+    from nfd.tasks import Task
+
+    if coupling is None:
+        differs = bool(jnp.any(particles.W_back != particles.W))
+        coupling = nfd.DecoupledWeights() if differs else nfd.ReusedWeights()
+    dyn = MatrixParticles(
+        num_particles=particles.U.shape[-2],
+        num_layer_steps=particles.W.shape[-3],
+        param=param,
+        activation=activation,
+        loss=loss,
+        coupling=coupling,
+        readout=readout,
+        block=nfd.OneLayer() if particles.W1 is None else nfd.TwoLayer(),
+        solver=EulerMaruyama() if solver is None else solver,
+    )
+    num_steps = int(schedule.shape[0])
+    return evolve(
+        dyn,
+        Points.from_task(task) if isinstance(task, Task) else task,
+        lr=lr,
+        schedule=schedule,
+        saveat=SaveAt(
+            steps=save_steps(num_steps, every, save_also),
+            ntk=ntk,
+            kernels=kernels,
+            layer_times=tuple(layer_times),
+        ),
+        initial=particles,
+        progress=progress,
+    )
+
+
+def simulate_limit(particles, x_train, y_train, x_test, y_test, **kwargs):
+    """`simulate` on explicit train and test arrays (the signature of the old host loop)."""
+    import jax.numpy as jnp
+
+    from nfd.dynamics import Points
+
+    points = Points(
+        x=jnp.concatenate([x_train, x_test]),
+        y=jnp.concatenate([y_train, y_test]),
+        num_train=x_train.shape[0],
+    )
+    return simulate(particles, points, **kwargs)

@@ -1,10 +1,21 @@
 """Configs: strict TOML → frozen dataclasses → objects (STYLE.md §8)."""
 
+from ._build import ACTIVATIONS as ACTIVATIONS
+from ._build import LIMITS as LIMITS
 from ._build import build_activation as build_activation
+from ._build import build_block as build_block
+from ._build import build_coupling as build_coupling
+from ._build import build_limit as build_limit
 from ._build import build_loss as build_loss
 from ._build import build_model as build_model
+from ._build import build_network as build_network
+from ._build import build_optimizer as build_optimizer
 from ._build import build_param as build_param
+from ._build import build_saveat as build_saveat
+from ._build import build_schedule as build_schedule
 from ._build import build_task as build_task
+from ._build import layer_steps as layer_steps
+from ._build import limit_name as limit_name
 from ._build import run_keys as run_keys
 from ._load import apply_overrides as apply_overrides
 from ._load import dumps as dumps

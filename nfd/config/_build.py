@@ -1,16 +1,84 @@
-"""Config → objects: the one place where config names become classes (STYLE.md §8)."""
+"""Config → objects: the one place where config names become classes (STYLE.md §8).
+
+Each registry below (and `LIMITS` in `_limits.py`, `TASKS` in `_tasks.py`) maps the names a config
+may use to the classes they stand for; nothing else in the package compares these names. A new
+limit method is one new file in `nfd.limit` and one line in `LIMITS`.
+"""
+
+from collections.abc import Callable
 
 import jax.random as jr
-from jaxtyping import PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray
 
-from ..model import BACKWARD, ResNet
-from ..nn import ACTIVATIONS, AbstractActivation
-from ..param import AbstractParameterization
-from ..param._param import PARAMETERIZATIONS
+from ..dynamics import (
+    AbstractDynamics,
+    AbstractPathDynamics,
+    Points,
+    SaveAt,
+    batch_schedule,
+    save_steps,
+)
+from ..model import ResNet
+from ..nn import (
+    MSE,
+    AbstractActivation,
+    AbstractLoss,
+    AbstractReadout,
+    CrossEntropy,
+    Erf,
+    FeatureReadout,
+    Gelu,
+    Linear,
+    NTKReadout,
+    Relu,
+    Tanh,
+)
+from ..param import (
+    AbstractBackwardWeights,
+    AbstractBlock,
+    AbstractParameterization,
+    CompleteP,
+    DecoupledWeights,
+    DepthMuP,
+    MuP,
+    OneLayer,
+    ReusedWeights,
+    TwoLayer,
+)
 from ..tasks import Task
-from ..tasks import build_task as _build_task
-from ..train import LOSSES, AbstractLoss
+from ..train import SGD, AbstractOptimizer, Adam, FiniteNetwork, adam_eps
+from ._limits import LIMITS, limit_name
 from ._schema import Config, ConfigError
+from ._tasks import make_task
+
+PARAMETERIZATIONS: dict[str, type[AbstractParameterization]] = {
+    "depth_mup": DepthMuP,
+    "mup": MuP,
+    "completep": CompleteP,
+}
+ACTIVATIONS: dict[str, type[AbstractActivation]] = {
+    "linear": Linear,
+    "relu": Relu,
+    "erf": Erf,
+    "tanh": Tanh,
+    "gelu": Gelu,
+}
+LOSSES: dict[str, type[AbstractLoss]] = {"mse": MSE, "cross_entropy": CrossEntropy}
+BLOCKS: dict[str, type[AbstractBlock]] = {"one_layer": OneLayer, "two_layer": TwoLayer}
+# one concept, two config vocabularies: `model.backward` (finite) and `limit.coupling` (limit)
+BACKWARD: dict[str, type[AbstractBackwardWeights]] = {
+    "reused": ReusedWeights,
+    "decoupled": DecoupledWeights,
+}
+COUPLINGS: dict[str, type[AbstractBackwardWeights]] = {
+    "exact": ReusedWeights,  # mode A
+    "decoupled": DecoupledWeights,  # mode B (NFD/GIA)
+}
+READOUTS: dict[str, type[AbstractReadout]] = {"ntk": NTKReadout, "features": FeatureReadout}
+OPTIMIZERS: dict[str, Callable[[int], AbstractOptimizer]] = {
+    "sgd": lambda width: SGD(),
+    "adam": lambda width: Adam(eps=adam_eps(width)),
+}
 
 
 def build_param(cfg: Config) -> AbstractParameterization:
@@ -37,11 +105,89 @@ def build_loss(cfg: Config) -> AbstractLoss:
     return LOSSES[cfg.optim.loss]()
 
 
+def build_block(cfg: Config) -> AbstractBlock:
+    """The block kind named by `model.block`."""
+    return BLOCKS[cfg.model.block]()
+
+
+def build_coupling(cfg: Config, coupling: str | None = None) -> AbstractBackwardWeights:
+    """The backward weights of the limit's mode (`limit.coupling`, or ``coupling``)."""
+    return COUPLINGS[cfg.limit.coupling if coupling is None else coupling]()
+
+
+def build_optimizer(cfg: Config, width: int) -> AbstractOptimizer:
+    """The optimizer named by `optim.name` for a width-``width`` network."""
+    return OPTIMIZERS[cfg.optim.name](width)
+
+
+def build_network(
+    cfg: Config,
+    *,
+    width: int | None = None,
+    depth: int | None = None,
+    readout: AbstractReadout | None = None,
+    backward: str | None = None,
+) -> FiniteNetwork:
+    """The finite network of `[model]` and `[optim]` (width/depth may be overridden)."""
+    m = cfg.model
+    width = m.width if width is None else width
+    return FiniteNetwork(
+        width=width,
+        depth=m.depth if depth is None else depth,
+        param=build_param(cfg),
+        activation=build_activation(cfg),
+        optimizer=build_optimizer(cfg, width),
+        loss=build_loss(cfg),
+        block=build_block(cfg),
+        backward=BACKWARD[m.backward if backward is None else backward](),
+        readout=FeatureReadout() if readout is None else readout,
+        post_activation=m.post_activation,
+        center=m.center_output,
+    )
+
+
+def layer_steps(cfg: Config, depth: int | None = None) -> int:
+    """``K``: `limit.layer_steps`, or the network depth when it is 0 (K = L, spec §3.4)."""
+    return cfg.limit.layer_steps or (cfg.model.depth if depth is None else depth)
+
+
+def build_limit(
+    cfg: Config,
+    *,
+    depth: int | None = None,
+    coupling: str | None = None,
+    layer_steps_override: int | None = None,
+) -> AbstractDynamics | AbstractPathDynamics:
+    """The limit dynamics of `[limit]` at ``K = layer_steps(cfg, depth)`` (or the override)."""
+    name = limit_name(cfg)
+    if name not in LIMITS:
+        raise ConfigError(
+            "limit.method",
+            f"{name!r} is not available",
+            ", ".join(sorted(LIMITS)),
+        )
+    K = layer_steps(cfg, depth) if layer_steps_override is None else layer_steps_override
+    try:
+        return LIMITS[name](
+            cfg,
+            num_layer_steps=K,
+            param=build_param(cfg),
+            activation=build_activation(cfg),
+            loss=build_loss(cfg),
+            coupling=build_coupling(cfg, coupling),
+            readout=READOUTS[cfg.limit.readout](),
+            block=build_block(cfg),
+        )
+    except (ValueError, NotImplementedError) as err:  # a method that cannot solve this case
+        what = str(err).removeprefix("[limit] ").rstrip(".")
+        raise ConfigError("limit.method", what, "see README, The limit solver") from None
+
+
 def build_task(cfg: Config, *, key: PRNGKeyArray) -> Task:
     """The task of `[task]`; every task error is reported against its config key."""
     t = cfg.task
     try:
-        task = _build_task(
+        task = make_task(
             t.name,
             n_train=t.n_train,
             n_test=t.n_test,
@@ -83,18 +229,26 @@ def build_model(
     key: PRNGKeyArray,
 ) -> ResNet:
     """One `ResNet` from `[model]` (width/depth may be overridden, e.g. by the demo)."""
-    m = cfg.model
-    return ResNet(
-        task.in_dim,
-        task.out_dim,
-        m.width if width is None else width,
-        m.depth if depth is None else depth,
-        param=build_param(cfg),
-        activation=build_activation(cfg),
-        block=m.block,
-        backward=BACKWARD[m.backward](),
-        post_activation=m.post_activation,
-        key=key,
+    net = build_network(cfg, width=width, depth=depth)
+    return net.draw(Points.from_task(task), key=key)
+
+
+def build_saveat(cfg: Config, also: tuple[int, ...] = (), fn=None) -> SaveAt:
+    """What a run of ``cfg`` saves (`[output]`), plus the steps ``also`` and observables ``fn``."""
+    out = cfg.output
+    return SaveAt(
+        steps=save_steps(cfg.optim.steps, out.every, also),
+        ntk=out.ntk,
+        kernels=out.kernels,
+        layer_times=tuple(out.layer_times),
+        fn=fn,
+    )
+
+
+def build_schedule(cfg: Config, task: Task) -> Array:
+    """The batch sequence of ``cfg`` on ``task`` (the same for its finite and limit runs)."""
+    return batch_schedule(
+        task.n_train, cfg.optim.batch_size, cfg.optim.steps, key=run_keys(cfg)["batch"]
     )
 
 

@@ -1,6 +1,6 @@
 """`[gia]`: the gradient-independence (GIA) experiment of spec NFD.md §5.3, §7.2 and T6/T7.
 
-Read by ``kind = "gia"`` runs (`nfd.experiments.gia_experiment`). The grid is
+Read by ``kind = "gia"`` runs (`nfd.experiments.run_gia`, registered in `nfd.gallery`). The grid is
 ``widths × depths``; the ensemble is the top-level ``seeds`` (antithetic *pairs* when
 ``antithetic = true``: ``2 × seeds`` networks per grid point). Training uses `[optim]` (SGD,
 `optim.lr`, `optim.batch_size`); `optim.steps` is ignored in favour of ``gia.steps``. Both limits

@@ -11,6 +11,7 @@ import math
 from typing import Literal
 
 from ._gia import GiaConfig
+from ._limits import LIMITS, limit_key, limit_methods
 from ._schema_base import ConfigError as ConfigError
 from ._schema_base import positive as _positive
 from ._transfer import TransferConfig
@@ -123,10 +124,13 @@ class LimitConfig:
     layer_steps: int = 0  # K; 0 means K = model.depth
     coupling: Literal["exact", "decoupled"] = "exact"  # mode A | mode B (NFD/GIA)
     readout: Literal["ntk", "features"] = "features"  # P1 | P2
-    method: Literal["particles", "kernel", "linear_exact"] = "particles"
+    method: str = "particles"  # a name registered in `nfd.config._limits.LIMITS`
     noise: Literal["matrix", "cholesky"] = "matrix"
 
     def __post_init__(self):
+        if limit_key(self.method, self.noise) not in LIMITS:
+            allowed = "one of " + ", ".join(repr(m) for m in limit_methods())
+            raise ConfigError("limit.method", f"invalid value {self.method!r}", allowed)
         _positive("limit.particles", self.particles, integer=True)
         _positive("limit.layer_steps", self.layer_steps, strict=False, integer=True)
         if self.noise == "cholesky" and self.coupling == "exact":
@@ -221,10 +225,10 @@ class Config:
                 f"must be 0 for one_layer blocks, got {self.optim.first_layer_lr_exponent}",
                 "set model.block = 'two_layer' to use it",
             )
-        if self.kind == "limit" or (self.kind == "sweep" and self.sweep.couplings):
-            self._check_limit()
         if self.kind == "sweep" and self.sweep.extrapolate_layers:
             self._check_extrapolate_layers()
+        if self.kind == "limit" or (self.kind == "sweep" and self.sweep.couplings):
+            self._check_limit()
         if self.optim.batch_size > self.task.n_train and self.task.name != "npz":
             raise ConfigError(
                 "optim.batch_size",
@@ -250,6 +254,16 @@ class Config:
             )
         if self.model.post_activation:
             raise ConfigError("model.post_activation", "has no limit solver", "false")
+        if (
+            self.kind == "limit"
+            and self.limit.method == "kernel"
+            and self.limit.coupling == "exact"
+        ):
+            raise ConfigError(
+                "limit.coupling",
+                "method = 'kernel' is implemented for mode B only",
+                "'decoupled', or method = 'particles' for mode A",
+            )
         if self.limit.method == "linear_exact" and self.model.activation != "linear":
             raise ConfigError(
                 "limit.method",

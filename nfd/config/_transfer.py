@@ -1,8 +1,9 @@
 """`[transfer]`: learning-rate transfer across depth (spec NFD.md §6, T8–T10).
 
-Read by ``kind = "transfer"`` runs (`nfd.experiments.transfer_experiment`). The grid is
-``optimizers × variants × widths × depths × lrs``, with the ensemble of the top-level ``seeds``;
-a variant is the one-layer block or the two-layer block with W1's rate multiplied by ``L^a``.
+Read by ``kind = "transfer"`` runs (`nfd.experiments.run_transfer`, registered in
+`nfd.gallery`). The grid is ``optimizers × variants × widths × depths × lrs``, with the ensemble
+of the top-level ``seeds``; a variant is the one-layer block or the two-layer block with W1's
+rate multiplied by ``L^a``.
 """
 
 import dataclasses

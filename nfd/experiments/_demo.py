@@ -44,12 +44,11 @@ def run_demo(cfg: Config, *, progress: bool | None = None) -> DemoResult:
             tr.append(res.loss_train)
             te.append(res.loss_test)
             st.append(res.status)
-            steps = res.steps if steps is None or res.steps.shape[0] > steps.shape[0] else steps
+            steps = res.steps
         rows_train.append(tr)
         rows_test.append(te)
         rows_status.append(st)
     assert steps is not None
-    num_saved = steps.shape[0]
     lim_train, lim_test = [], []
     if cfg.demo.limit:
         for L in cfg.demo.depths:
@@ -57,16 +56,13 @@ def run_demo(cfg: Config, *, progress: bool | None = None) -> DemoResult:
             lim_train.append(res.loss_train)
             lim_test.append(res.loss_test)
 
-    def pad(x):  # a member that stopped early (all diverged) has fewer saved steps
-        return jnp.pad(x, ((0, 0), (0, num_saved - x.shape[1])), constant_values=jnp.nan)
-
     return DemoResult(
         widths=jnp.asarray(cfg.demo.widths),
         depths=jnp.asarray(cfg.demo.depths),
         steps=steps,
-        loss_train=jnp.stack([jnp.stack([pad(x) for x in r]) for r in rows_train]),
-        loss_test=jnp.stack([jnp.stack([pad(x) for x in r]) for r in rows_test]),
+        loss_train=jnp.stack([jnp.stack(r) for r in rows_train]),
+        loss_test=jnp.stack([jnp.stack(r) for r in rows_test]),
         status=jnp.stack([jnp.stack(r) for r in rows_status]),
-        limit_loss_train=jnp.stack([pad(x) for x in lim_train]) if lim_train else None,
-        limit_loss_test=jnp.stack([pad(x) for x in lim_test]) if lim_test else None,
+        limit_loss_train=jnp.stack(lim_train) if lim_train else None,
+        limit_loss_test=jnp.stack(lim_test) if lim_test else None,
     )

@@ -7,9 +7,19 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from ..config import Config, ConfigError, build_loss, build_model, build_task, run_keys
+from ..config import (
+    Config,
+    ConfigError,
+    build_network,
+    build_saveat,
+    build_schedule,
+    build_task,
+    run_keys,
+)
+from ..dynamics import Points, Trajectory, evolve, map_members
+from ..nn import AbstractReadout
 from ..tasks import Task
-from ..train import TrainResult, train
+from ..train import FiniteNetwork
 
 
 def member_grid(cfg: Config, lrs: Sequence[float] | None = None) -> tuple[list[int], list[float]]:
@@ -32,21 +42,6 @@ def antithetic_seeds(seeds: Sequence[int], antithetic: bool) -> tuple[list[int],
     return [s // 2 for s in seeds], [1.0 - 2.0 * (s % 2) for s in seeds]
 
 
-def draw_ensemble(make, *args):
-    """``make(*a)`` for every ``a`` along the leading axis of ``args``, stacked like
-    ``eqx.filter_vmap(make)(*args)`` (array leaves stacked, the rest shared), as one compiled
-    sequential map: an un-jitted vmap compiles every small op separately, and a jitted vmap of
-    the samplers compiles about twice as slowly."""
-    shapes = eqx.filter_eval_shape(make, *(x[0] for x in args))
-    _, static = eqx.partition(shapes, lambda x: isinstance(x, jax.ShapeDtypeStruct))
-
-    @eqx.filter_jit
-    def stacked(xs):
-        return jax.lax.map(lambda a: eqx.filter(make(*a), eqx.is_array), xs)
-
-    return eqx.combine(stacked(args), static)
-
-
 def finite_ensemble(
     cfg: Config,
     task: Task,
@@ -55,8 +50,10 @@ def finite_ensemble(
     depth: int | None = None,
     lrs: Sequence[float] | None = None,
     antithetic: bool = False,
-):
-    """The initial networks of `run_finite` and each member's learning rate: ``(models, lrs)``.
+    readout: AbstractReadout | None = None,
+    backward: str | None = None,
+) -> tuple[FiniteNetwork, eqx.Module, jax.Array]:
+    """The network of `run_finite`, its members' initial draws and learning rates.
 
     Member ``(s, lr)`` is initialised from ``fold_in(init_key, s)`` (the same network for every
     learning rate); with ``antithetic`` (``cfg.seeds`` even), seeds ``2p, 2p + 1`` are the pair
@@ -66,17 +63,19 @@ def finite_ensemble(
         raise ConfigError(
             "seeds", f"must be even for antithetic pairs, got {cfg.seeds}", "2, 4, ..."
         )
+    net = build_network(cfg, width=width, depth=depth, readout=readout, backward=backward)
     seeds, member_lrs = member_grid(cfg, lrs)
     draws, signs = antithetic_seeds(seeds, antithetic)
     member_keys = jax.vmap(lambda s: jr.fold_in(run_keys(cfg)["init"], s))(jnp.asarray(draws))
     dtype = task.x_train.dtype
+    points = Points.from_task(task)
 
     def make(k, sign):
-        model = build_model(cfg, task, width=width, depth=depth, key=k)
+        model = net.draw(points, key=k)
         return eqx.tree_at(lambda m: m.v, model, sign * model.v)
 
-    models = draw_ensemble(make, member_keys, jnp.asarray(signs, dtype))
-    return models, jnp.asarray(member_lrs, dtype=dtype)
+    models = map_members(make, member_keys, jnp.asarray(signs, dtype))
+    return net, models, jnp.asarray(member_lrs, dtype=dtype)
 
 
 def run_finite(
@@ -90,33 +89,35 @@ def run_finite(
     desc: str = "train",
     antithetic: bool = False,
     save_also: Sequence[int] = (),
-) -> TrainResult:
+    readout: AbstractReadout | None = None,
+    backward: str | None = None,
+    saveat_fn=None,
+) -> Trajectory:
     """Train ``cfg.seeds`` (× ``len(lrs)``) networks of `[model]` on `[task]` with `[optim]`.
 
     The members are `finite_ensemble`'s; all share the batch sequence of ``seed`` (the sequence
     a limit run of the same config replays). The ensemble is one vmapped, once-compiled
-    computation. ``save_also``: steps saved besides those of `output.every`.
+    computation. ``save_also``: steps saved besides those of `output.every`; ``readout``,
+    ``backward`` override the network's; ``saveat_fn``: extra observables (`SaveAt.fn`).
     """
-    keys = run_keys(cfg)
-    task = build_task(cfg, key=keys["task"]) if task is None else task
-    models, member_lrs = finite_ensemble(
-        cfg, task, width=width, depth=depth, lrs=lrs, antithetic=antithetic
-    )
-    return train(
-        models,
+    task = build_task(cfg, key=run_keys(cfg)["task"]) if task is None else task
+    net, models, member_lrs = finite_ensemble(
+        cfg,
         task,
-        optimizer=cfg.optim.name,
-        loss=build_loss(cfg),
+        width=width,
+        depth=depth,
+        lrs=lrs,
+        antithetic=antithetic,
+        readout=readout,
+        backward=backward,
+    )
+    return evolve(
+        net,
+        Points.from_task(task),
         lr=member_lrs,
-        num_steps=cfg.optim.steps,
-        batch_size=cfg.optim.batch_size,
-        every=cfg.output.every,
-        save_also=save_also,
-        layer_times=cfg.output.layer_times,
-        ntk=cfg.output.ntk,
-        kernels=cfg.output.kernels,
-        center=cfg.model.center_output,
-        batch_key=keys["batch"],
+        schedule=build_schedule(cfg, task),
+        saveat=build_saveat(cfg, tuple(save_also), saveat_fn),
+        initial=models,
         progress=progress,
         desc=desc,
     )

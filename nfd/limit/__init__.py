@@ -1,23 +1,20 @@
-"""The n = ∞ limit: initialization kernels (spec NFD.md §2) and the limit solvers (§3, §4)."""
+"""The n = ∞ limit: initialization kernels (spec NFD.md §2) and the limit methods (§3, §4), each a
+dynamics driven by `nfd.dynamics.evolve`."""
 
-from ._cholesky import CholeskyInfo as CholeskyInfo
-from ._cholesky import simulate_limit_cholesky as simulate_limit_cholesky
+from ._cholesky import CholeskyParticles as CholeskyParticles
+from ._cholesky_factor import CholeskyInfo as CholeskyInfo
+from ._cholesky_factor import cholesky_info as cholesky_info
 from ._fixed_point import FixedPointInfo as FixedPointInfo
-from ._fixed_point import fixed_point as fixed_point
+from ._fixed_point import KernelFixedPoint as KernelFixedPoint
+from ._fixed_point import fixed_point_se as fixed_point_se
+from ._linear_exact import LinearExact as LinearExact
 from ._linear_exact import first_step_response as first_step_response
-from ._linear_exact import linear_exact as linear_exact
-from ._particles import READOUTS as READOUTS
-from ._particles import AbstractReadout as AbstractReadout
-from ._particles import FeatureReadout as FeatureReadout
-from ._particles import NTKReadout as NTKReadout
+from ._matrix import MatrixParticles as MatrixParticles
+from ._matrix import ParticleState as ParticleState
+from ._matrix import estimate_memory as estimate_memory
+from ._matrix import step_flops as step_flops
 from ._particles import Particles as Particles
-from ._particles import available_memory as available_memory
-from ._particles import estimate_memory as estimate_memory
-from ._particles import particle_observe as particle_observe
-from ._particles import particle_step as particle_step
 from ._particles import particles_from_resnet as particles_from_resnet
 from ._particles import sample_particles as sample_particles
-from ._particles import simulate_limit as simulate_limit
-from ._particles import step_flops as step_flops
 from ._recursion import InitKernels as InitKernels
 from ._recursion import init_kernels as init_kernels

@@ -39,17 +39,14 @@ Hence (spec §2)
   and W1 contributes nothing to the decoupled function step at t = 0 (only O(n^-1/2) fluctuations).
 """
 
-import functools
-import operator
-
 import equinox as eqx
 import jax.lax as lax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .. import nn
 from ..nn import AbstractActivation, kernel_map, kernel_map_deriv
-from ..param import AbstractParameterization
-from ..param._param import Block
+from ..param import AbstractBlock, AbstractParameterization, OneLayer
 
 
 class InitKernels(eqx.Module):
@@ -70,7 +67,7 @@ class InitKernels(eqx.Module):
         Theta_decoupled_parts: the per-tensor terms of ``Θ̃`` (same keys), summing to it.
         Z: two-layer blocks only: the kernels ``Z_k = V[H_k]`` of ``z_k``, shape ``(K, P, P)``;
             ``None`` for one-layer blocks.
-        block: ``"one_layer"`` or ``"two_layer"`` (`model.block`).
+        block: `OneLayer` or `TwoLayer` (`model.block`).
     """
 
     H: Float[Array, "Kp1 P P"]
@@ -81,10 +78,10 @@ class InitKernels(eqx.Module):
     Theta_parts: dict[str, Float[Array, "P P"]]
     Theta_decoupled_parts: dict[str, Float[Array, "P P"]]
     Z: Float[Array, "K P P"] | None
-    block: Block = eqx.field(static=True)
+    block: AbstractBlock
 
 
-def _backward(b2: float):
+def _backward(b2):
     """Scan body of the backward recursion: carry ``G_{k+1}``, emit it, return ``G_k``."""
 
     def body(g_next, factor):  # factor: V'[H_k] (one-layer) or V'[H_k] ⊙ V'[Z_k] (two-layer)
@@ -99,7 +96,7 @@ def init_kernels(
     activation: AbstractActivation,
     kx: Float[Array, "P P"],
     num_steps: int,
-    block: Block = "one_layer",
+    block: AbstractBlock = OneLayer(),
 ) -> InitKernels:
     """The t = 0 kernels ``H_k, G_k, Θ, Θ̃`` by the depth-``K`` recursion of spec §2.
 
@@ -115,30 +112,28 @@ def init_kernels(
         activation: ``φ``.
         kx: the input Gram matrix ``K^x_μν = x_μ · x_ν / D``.
         num_steps: ``K``, the number of layer steps (`limit.layer_steps`; ``= L`` for exactness).
-        block: ``"one_layer"`` or ``"two_layer"`` (`model.block`).
+        block: `OneLayer` or `TwoLayer` (`model.block`).
 
     Returns:
         An `InitKernels` holding ``H``, ``Φ``, ``G`` (``K+1`` each), ``Θ``, ``Θ̃`` and their parts.
 
     Raises:
-        ValueError: if ``num_steps < 1``, ``kx`` is not square, or ``block`` is unknown.
+        ValueError: if ``num_steps < 1`` or ``kx`` is not square.
     """
     if num_steps < 1:
         raise ValueError(f"[limit] layer_steps must be >= 1, got num_steps={num_steps}.")
     if kx.ndim != 2 or kx.shape[0] != kx.shape[1]:
         raise ValueError(f"kx must be a square (P, P) Gram matrix, got shape {kx.shape}.")
-    m = param.sgd_multipliers(num_steps, block)  # validates `block`
+    weights = param.ntk_weights(num_steps, block)
     b2 = param.branch_multiplier(num_steps) ** 2
     phi = activation
-
     h0 = param.sigma_in**2 * kx
-    two_layer = block == "two_layer"
 
     def forward(h, _):
         v_h = kernel_map(phi, h)
         vp_h = kernel_map_deriv(phi, h)
         out = {"h": h, "v_h": v_h, "vp_h": vp_h}
-        if two_layer:
+        if block.two_layer:
             out["v_z"] = kernel_map(phi, v_h)  # V[Z_k] with Z_k = V[H_k]
             out["vp_z"] = kernel_map_deriv(phi, v_h)
             return h + b2 * out["v_z"], out
@@ -149,38 +144,29 @@ def init_kernels(
     _, stacked = lax.scan(forward, h0, None, length=num_steps + 1)
     hs, phis, vp_hs = stacked["h"], stacked["v_h"], stacked["vp_h"]  # (K+1, P, P) each
     g_last = param.sigma_out**2 * vp_hs[-1]
-    cross = g_last  # g_k · g̃_k / n at every k for decoupled backward weights
-    u_term = m["U"] * param.sigma_in**2 * kx
-    v_hs, vp_hs, phi_last = phis[:-1], vp_hs[:-1], phis[-1]
-
-    if two_layer:
+    cross = jnp.broadcast_to(g_last, hs.shape)  # g_k · g̃_k / n at every k for decoupled weights
+    own = {"kx": kx, "Phi": phis}
+    if block.two_layer:
         v_zs, vp_zs = stacked["v_z"][:-1], stacked["vp_z"][:-1]
-        g0, g_nexts = lax.scan(_backward(b2), g_last, vp_hs * vp_zs, reverse=True)
-        parts = {
-            "U": u_term * g0,
-            "W1": m["W1"] * b2 * jnp.sum(vp_zs * g_nexts * v_hs, axis=0),
-            "W2": m["W2"] * b2 * jnp.sum(g_nexts * v_zs, axis=0),
-        }
-        parts_dec = {
-            "U": u_term * cross,
-            "W1": jnp.zeros_like(kx),  # g^z · g̃^z / n = 0: W2 and W̃2 are independent
-            "W2": m["W2"] * b2 * cross * jnp.sum(v_zs, axis=0),
-        }
+        g0, g_nexts = lax.scan(_backward(b2), g_last, vp_hs[:-1] * vp_zs, reverse=True)
+        # G^z_k = b² V'[Z_k] ⊙ G_{k+1}; for decoupled weights g^z · g̃^z / n = 0 (W2, W̃2 independent)
+        own |= {"Phiz": v_zs, "Gz": b2 * vp_zs * g_nexts}
+        dec = {**own, "Gz": jnp.zeros_like(v_zs)}
     else:
-        g0, g_nexts = lax.scan(_backward(b2), g_last, vp_hs, reverse=True)
-        parts = {"U": u_term * g0, "W": m["W"] * b2 * jnp.sum(g_nexts * v_hs, axis=0)}
-        parts_dec = {"U": u_term * cross, "W": m["W"] * b2 * cross * jnp.sum(v_hs, axis=0)}
-    parts["v"] = m["v"] * phi_last
-    parts_dec["v"] = m["v"] * phi_last
+        g0, g_nexts = lax.scan(_backward(b2), g_last, vp_hs[:-1], reverse=True)
+        dec = dict(own)
+    G = jnp.concatenate([g0[None], g_nexts])
+    parts = nn.ntk_parts(weights, block, G=G, **own)
+    parts_dec = nn.ntk_parts(weights, block, G=cross, **dec)
 
     return InitKernels(
         H=hs,
         Phi=phis,
-        G=jnp.concatenate([g0[None], g_nexts]),
-        Theta=functools.reduce(operator.add, parts.values()),
-        Theta_decoupled=functools.reduce(operator.add, parts_dec.values()),
+        G=G,
+        Theta=nn.sum_parts(parts),
+        Theta_decoupled=nn.sum_parts(parts_dec),
         Theta_parts=parts,
         Theta_decoupled_parts=parts_dec,
-        Z=v_hs if two_layer else None,
+        Z=phis[:-1] if block.two_layer else None,
         block=block,
     )

@@ -1,18 +1,10 @@
 """Finite residual networks (spec NFD.md §1)."""
 
-from ._backward import (
-    BACKWARD as BACKWARD,
-)
-from ._backward import (
-    AbstractBackwardWeights as AbstractBackwardWeights,
-)
-from ._backward import (
-    DecoupledWeights as DecoupledWeights,
-)
-from ._backward import (
-    ReusedWeights as ReusedWeights,
-)
+from ._kernels import class_gram as class_gram
 from ._kernels import empirical_ntk as empirical_ntk
 from ._kernels import empirical_ntk_parts as empirical_ntk_parts
+from ._kernels import gram as gram
+from ._kernels import ntk_from_fields as ntk_from_fields
+from ._kernels import point_fields as point_fields
 from ._resnet import ResNet as ResNet
 from ._resnet import ResNetFields as ResNetFields

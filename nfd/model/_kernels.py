@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .. import nn
 from ._resnet import ResNet, ResNetFields
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -43,51 +44,81 @@ def ntk_parts(
     model: ResNet, xs: Float[Array, "P D"], left: ResNetFields, right: ResNetFields
 ) -> dict[str, Float[Array, "P P"]]:
     """The per-tensor terms of the NTK of spec §1.4 (keys ``U, W, v`` or ``U, W1, W2, v``), from
-    batched fields (``left``: true ``g``; ``right``: propagated); they sum to `ntk_from_fields`."""
-    p = model.param
-    m = p.sgd_multipliers(model.depth, model.block)
-    b2 = p.branch_multiplier(model.depth) ** 2
+    batched fields (``left``: true ``g``; ``right``: propagated), by `nfd.nn.ntk_parts`."""
     phi = model.activation
-    kx = jnp.einsum("pd,qd->pq", xs, xs, precision=HIGHEST) / model.in_dim
-    G = class_gram(left.g, right.g)  # (L+1, P, P)
-    Phi = gram(phi(left.h), phi(left.h))  # (L+1, P, P)
-    parts = {"U": m["U"] * p.sigma_in**2 * kx * G[0], "v": m["v"] * Phi[-1]}
-    if model.block == "one_layer":
-        parts["W"] = m["W"] * b2 * jnp.sum(G[1:] * Phi[:-1], axis=0)
-    else:
+    phi_h = phi(left.h)
+    kernels = {
+        "kx": jnp.einsum("pd,qd->pq", xs, xs, precision=HIGHEST) / model.in_dim,
+        "G": class_gram(left.g, right.g),  # (L+1, P, P)
+        "Phi": gram(phi_h, phi_h),  # (L+1, P, P)
+    }
+    if model.block.two_layer:
         assert left.z is not None and left.gz is not None and right.gz is not None
-        Phi_z = gram(phi(left.z), phi(left.z))
-        Gz = class_gram(left.gz, right.gz)
-        parts["W2"] = m["W2"] * b2 * jnp.sum(G[1:] * Phi_z, axis=0)
-        parts["W1"] = m["W1"] * jnp.sum(Gz * Phi[:-1], axis=0)
-    return parts
+        phi_z = phi(left.z)
+        kernels |= {"Gz": class_gram(left.gz, right.gz), "Phiz": gram(phi_z, phi_z)}
+    weights = model.param.ntk_weights(model.depth, model.block)
+    return nn.ntk_parts(weights, model.block, **kernels)
 
 
 def ntk_from_fields(
     model: ResNet, xs: Float[Array, "P D"], left: ResNetFields, right: ResNetFields
 ) -> Float[Array, "P P"]:
     """The NTK of spec §1.4 from batched fields (``left``: true ``g``; ``right``: propagated)."""
-    parts = ntk_parts(model, xs, left, right)
-    return _sum_parts(parts)
+    return nn.sum_parts(ntk_parts(model, xs, left, right))
 
 
-def _sum_parts(parts: dict[str, Array]) -> Array:
-    values = list(parts.values())
-    out = values[0]
-    for v in values[1:]:
-        out = out + v
-    return out
+def _fields_pair(model: ResNet, xs) -> tuple[ResNetFields, ResNetFields]:
+    """(true-sensitivity fields, the network's own fields) on ``xs``: the same for reused weights."""
+    right = point_fields(model, xs)
+    left = right if model.offsets is None else point_fields(model.as_reused(), xs)
+    return left, right
 
 
 def empirical_ntk_parts(model: ResNet, xs: Float[Array, "P D"]) -> dict[str, Float[Array, "P P"]]:
     """`ntk_parts` of ``model`` on the points ``xs`` (``Θ̃``'s for decoupled networks)."""
-    right = point_fields(model, xs)
-    left = right if model.offsets is None else point_fields(model.as_reused(), xs)
-    return ntk_parts(model, xs, left, right)
+    return ntk_parts(model, xs, *_fields_pair(model, xs))
 
 
 def empirical_ntk(model: ResNet, xs: Float[Array, "P D"]) -> Float[Array, "P P"]:
     """The empirical NTK ``Θ`` (``Θ̃`` for decoupled networks) on the points ``xs`` (spec §1.4)."""
-    right = point_fields(model, xs)
-    left = right if model.offsets is None else point_fields(model.as_reused(), xs)
-    return ntk_from_fields(model, xs, left, right)
+    return ntk_from_fields(model, xs, *_fields_pair(model, xs))
+
+
+def ntk_apply(
+    model: ResNet,
+    xs: Float[Array, "P D"],
+    left: ResNetFields,
+    right: ResNetFields,
+    c: Float[Array, "P C"],
+) -> Float[Array, "P C"]:
+    """``(Θ c)^a_μ = Σ_ν Σ_b Θ^{ab}_{μν} c^b_ν`` with the full ``C × C`` blocks of the NTK from
+    batched fields (``left`` on the rows): the first-order change of ``f`` under SGD, per unit ``η0``.
+
+    Built from `nfd.nn.ntk_parts` per output pair (``G^{ab} = g^a · g^b / N``); the readout term is
+    diagonal in the outputs.
+    """
+    phi = model.activation
+    weights = model.param.ntk_weights(model.depth, model.block)
+    phi_h = phi(left.h)
+    base = {
+        "kx": jnp.einsum("pd,qd->pq", xs, xs, precision=HIGHEST) / model.in_dim,
+        "Phi": gram(phi_h, phi_h),
+    }
+    if model.block.two_layer:
+        assert left.z is not None and left.gz is not None and right.gz is not None
+        phi_z = phi(left.z)
+        base["Phiz"] = gram(phi_z, phi_z)
+    num_out = c.shape[1]
+    rows = []
+    for a in range(num_out):
+        acc = jnp.zeros(c.shape[:1], c.dtype)
+        for b in range(num_out):
+            kernels = {**base, "G": gram(left.g[:, a], right.g[:, b])}
+            if model.block.two_layer:
+                kernels["Gz"] = gram(left.gz[:, a], right.gz[:, b])  # type: ignore[index]
+            parts = nn.ntk_parts(weights, model.block, **kernels)
+            if a != b:
+                parts.pop("v")
+            acc = acc + nn.sum_parts(parts) @ c[:, b]
+        rows.append(acc)
+    return jnp.stack(rows, axis=1)

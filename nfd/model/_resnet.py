@@ -10,8 +10,6 @@ normal except ``v ~ N(0, σ_out²)``; there are no biases. Block weights are sta
 iterated with `lax.scan`, so compile time does not grow with ``L``. Batches and ensembles are `vmap`.
 """
 
-from typing import Literal
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -19,9 +17,28 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..nn import AbstractActivation
-from ..param import AbstractParameterization
-from ..param._param import TENSORS
-from ._backward import AbstractBackwardWeights, ReusedWeights, block_matvec
+from ..param import (
+    AbstractBackwardWeights,
+    AbstractBlock,
+    AbstractParameterization,
+    OneLayer,
+    ReusedWeights,
+)
+
+
+def block_matvec(
+    w: Float[Array, "N N"], offset: Float[Array, "N N"] | None, a: Float[Array, " N"]
+) -> Float[Array, " N"]:
+    """``W a`` whose cotangent to ``a`` is taken through ``(W + E)ᵀ`` when ``offset`` is ``E``.
+
+    The gradient with respect to ``W`` is the ordinary ``ct aᵀ`` in both modes (spec §1.6). Written
+    with `stop_gradient` rather than a `custom_vjp` so that under `vmap` over examples the weight
+    cotangent is a single batched matmul, as in ordinary autodiff.
+    """
+    if offset is None:
+        return w @ a
+    e = jax.lax.stop_gradient(offset)
+    return (w + e) @ a - e @ jax.lax.stop_gradient(a)
 
 
 class ResNetFields(eqx.Module):
@@ -55,6 +72,8 @@ class ResNet(eqx.Module):
         param: the parameterization (branch multiplier, γ0, σ's, learning-rate rules).
         activation: φ.
         backward: `ReusedWeights` or `DecoupledWeights`.
+        block: `OneLayer` or `TwoLayer`.
+        post_activation: the T10 control ``h ← φ(h + b W h/sqrt(N))`` (one-layer blocks only).
     """
 
     U: Float[Array, "N D"]
@@ -64,7 +83,7 @@ class ResNet(eqx.Module):
     param: AbstractParameterization
     activation: AbstractActivation
     backward: AbstractBackwardWeights
-    block: Literal["one_layer", "two_layer"] = eqx.field(static=True)
+    block: AbstractBlock
     post_activation: bool = eqx.field(static=True)
 
     def __init__(
@@ -76,7 +95,7 @@ class ResNet(eqx.Module):
         *,
         param: AbstractParameterization,
         activation: AbstractActivation,
-        block: Literal["one_layer", "two_layer"] = "one_layer",
+        block: AbstractBlock = OneLayer(),
         backward: AbstractBackwardWeights = ReusedWeights(),
         post_activation: bool = False,
         dtype=None,
@@ -90,17 +109,15 @@ class ResNet(eqx.Module):
         ):
             if int(value) != value or value < low:
                 raise ValueError(f"ResNet needs {name} >= {low} (an integer), got {name}={value}.")
-        if block not in TENSORS:
-            raise ValueError(f"ResNet block must be one of {sorted(TENSORS)}, got {block!r}.")
-        if post_activation and block != "one_layer":
+        if post_activation and block.two_layer:
             raise ValueError(
                 "post_activation=True is only defined for one_layer blocks (spec T10)."
             )
-        param._check_block(block)
+        param.check_block(block)
         dtype = jnp.result_type(float) if dtype is None else dtype
         u_key, w_key, v_key, e_key = jr.split(key, 4)
         self.U = jr.normal(u_key, (width, in_dim), dtype)
-        nb = 1 if block == "one_layer" else 2
+        nb = len(block.matrices)
         self.blocks = tuple(jr.normal(k, (depth, width, width), dtype) for k in jr.split(w_key, nb))
         self.v = param.sigma_out * jr.normal(v_key, (width, out_dim), dtype)
         offs = [
@@ -133,8 +150,8 @@ class ResNet(eqx.Module):
 
     @property
     def tensor_names(self) -> tuple[str, ...]:
-        """Config names of the block tensors: ``("W",)`` or ``("W1", "W2")``."""
-        return TENSORS[self.block][1:-1]
+        """Names of the block tensors: ``("W",)`` or ``("W1", "W2")``."""
+        return self.block.matrices
 
     # -- forward ------------------------------------------------------------------------------
     def _forward(self, x, eps_h, eps_z):
@@ -147,7 +164,7 @@ class ResNet(eqx.Module):
 
         def body(h, xs):
             ws, es, e_h, e_z = xs
-            if self.block == "one_layer":
+            if not self.block.two_layer:
                 pre = h + (b / n**0.5) * block_matvec(
                     ws[0], es[0], h if self.post_activation else phi(h)
                 )
@@ -165,7 +182,7 @@ class ResNet(eqx.Module):
     def _zeros(self):
         dtype = self.U.dtype
         L, n = self.depth, self.width
-        eps_z = jnp.zeros((L, n if self.block == "two_layer" else 0), dtype)
+        eps_z = jnp.zeros((L, n if self.block.two_layer else 0), dtype)
         return jnp.zeros((L + 1, n), dtype), eps_z
 
     def __call__(self, x: Float[Array, " D"]) -> Float[Array, " C"]:
@@ -187,7 +204,7 @@ class ResNet(eqx.Module):
 
         jac, (f, hs, zs) = jax.jacrev(out, has_aux=True)((eps_h, eps_z))
         scale = self.param.gamma0 * self.width
-        two = self.block == "two_layer"
+        two = self.block.two_layer
         return ResNetFields(
             h=hs,
             g=scale * jac[0],

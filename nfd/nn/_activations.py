@@ -337,13 +337,3 @@ def kernel_map_deriv(
     d = _diagonal(h)
     v = cross_kernel_map(act, d, h, d, deriv=True)
     return 0.5 * (v + jnp.swapaxes(v, -1, -2))
-
-
-ACTIVATIONS: dict[str, type[AbstractActivation]] = {
-    "linear": Linear,
-    "relu": Relu,
-    "erf": Erf,
-    "tanh": Tanh,
-    "gelu": Gelu,
-}
-"""Config names (`model.activation`) to activation classes."""

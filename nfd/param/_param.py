@@ -23,23 +23,29 @@ update at Theta(1/L) with a 1/L branch; its limit has no diffusion term and is o
 """
 
 import abc
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
 
-Block = Literal["one_layer", "two_layer"]
+from ._blocks import AbstractBlock, OneLayer
 
-# Names of the trainable tensors of each block type, in the order of spec §1.2.
-TENSORS: dict[str, tuple[str, ...]] = {
-    "one_layer": ("U", "W", "v"),
-    "two_layer": ("U", "W1", "W2", "v"),
-}
+TensorRates = dict[str, Float[Array, ""]]
 
-TensorRates = dict[str, float]
+
+def _scalar(x) -> Float[Array, ""]:
+    """A swept hyperparameter as a (weakly typed) array leaf: jit traces it, so a scan over its
+    values compiles once (STYLE.md §3)."""
+    return jnp.asarray(x)
 
 
 class AbstractParameterization(eqx.Module):
     """Branch scale, initialisation and per-tensor learning rates of a residual network.
+
+    The scalars users scan (``β``, ``γ0``, ``σ_in``, ``σ_out``, ``a``) are array leaves, so jitted
+    code traces them and a scan over their values compiles once; the trained/frozen switches and
+    the depth exponents (class constants) change code paths and are static.
 
     Attributes:
         beta: branch scale ``β`` (`model.branch_scale`); each block carries ``β L^-alpha``.
@@ -51,13 +57,13 @@ class AbstractParameterization(eqx.Module):
         train_readout: whether ``v`` is trained (``m_v`` = 1 or 0).
     """
 
-    beta: float = 1.0
-    gamma0: float = 1.0
-    sigma_in: float = 1.0
-    sigma_out: float = 1.0
-    first_layer_lr_exponent: float = 0.0
-    train_input: bool = True
-    train_readout: bool = True
+    beta: Float[Array, ""] = eqx.field(default=1.0, converter=_scalar)
+    gamma0: Float[Array, ""] = eqx.field(default=1.0, converter=_scalar)
+    sigma_in: Float[Array, ""] = eqx.field(default=1.0, converter=_scalar)
+    sigma_out: Float[Array, ""] = eqx.field(default=1.0, converter=_scalar)
+    first_layer_lr_exponent: Float[Array, ""] = eqx.field(default=0.0, converter=_scalar)
+    train_input: bool = eqx.field(default=True, static=True)
+    train_readout: bool = eqx.field(default=True, static=True)
 
     branch_exponent: ClassVar[float]
     sgd_block_exponent: ClassVar[float]
@@ -65,69 +71,92 @@ class AbstractParameterization(eqx.Module):
 
     def __check_init__(self):
         for name in ("gamma0", "sigma_in", "sigma_out"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if _concrete(value) and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}.")
 
     @property
     @abc.abstractmethod
     def name(self) -> str:
         """The config name (`model.param`)."""
 
-    def branch_multiplier(self, depth: int) -> float:
+    def branch_multiplier(self, depth: int) -> Float[Array, ""]:
         """``β L^-alpha``: the factor in front of every residual branch."""
         return self.beta * float(depth) ** (-self.branch_exponent)
 
-    def effective_branch_sq(self, depth: int) -> float:
+    def effective_branch_sq(self, depth: int) -> Float[Array, ""]:
         """``m_W × (branch multiplier)²``: the per-block weight of ``G ⊙ Φ`` in the NTK (spec §1.4).
 
         Equals ``β²/L`` for depth-muP and CompleteP, and ``β²`` for the unscaled muP control.
         """
         return self.branch_multiplier(depth) ** 2 * float(depth) ** self.sgd_block_exponent
 
-    def sgd_multipliers(self, depth: int, block: Block = "one_layer") -> TensorRates:
+    def check_block(self, block: AbstractBlock) -> None:
+        """Refuse ``a ≠ 0`` for blocks without a first internal layer (there is no W1)."""
+        a = self.first_layer_lr_exponent
+        if block.first_layer is None and _concrete(a) and float(a) != 0:
+            raise ValueError(
+                "first_layer_lr_exponent must be 0 for one_layer blocks (there is no W1), got "
+                f"{float(a)}."
+            )
+
+    def _depth_rates(self, depth: int, block: AbstractBlock, exponent: float) -> TensorRates:
+        """The block matrices' factor ``L**exponent``, times ``L**a`` on the first layer."""
+        self.check_block(block)
+        base = jnp.asarray(float(depth) ** exponent)
+        return {
+            name: base * float(depth) ** self.first_layer_lr_exponent
+            if name == block.first_layer
+            else base
+            for name in block.matrices
+        }
+
+    def sgd_multipliers(self, depth: int, block: AbstractBlock = OneLayer()) -> TensorRates:
         """The SGD multipliers ``m_theta`` (spec §1.3): ``eta_theta = eta0 γ0² N m_theta``."""
-        self._check_block(block)
-        m_block = float(depth) ** self.sgd_block_exponent
-        m = {"U": float(self.train_input), "v": float(self.train_readout)}
-        if block == "one_layer":
-            m["W"] = m_block
-        else:
-            m["W1"] = m_block * float(depth) ** self.first_layer_lr_exponent
-            m["W2"] = m_block
-        return m
+        m = {"U": jnp.asarray(float(self.train_input)), "v": jnp.asarray(float(self.train_readout))}
+        return {**m, **self._depth_rates(depth, block, self.sgd_block_exponent)}
 
     def sgd_rates(
-        self, lr: float, width: int, depth: int, block: Block = "one_layer"
+        self, lr, width: int, depth: int, block: AbstractBlock = OneLayer()
     ) -> TensorRates:
         """Raw per-tensor SGD learning rates ``eta0 γ0² N m_theta``."""
         scale = lr * self.gamma0**2 * width
         return {k: scale * m for k, m in self.sgd_multipliers(depth, block).items()}
 
     def adam_rates(
-        self, lr: float, width: int, in_dim: int, depth: int, block: Block = "one_layer"
+        self, lr, width: int, in_dim: int, depth: int, block: AbstractBlock = OneLayer()
     ) -> TensorRates:
         """Raw per-tensor Adam learning rates (spec §1.3, second table)."""
-        self._check_block(block)
-        w = lr * float(depth) ** self.adam_block_exponent / width**0.5
+        w = lr / width**0.5
         rates = {
             "U": float(self.train_input) * lr / (self.sigma_in * in_dim**0.5),
             "v": float(self.train_readout) * lr * self.gamma0,
         }
-        if block == "one_layer":
-            rates["W"] = w
-        else:
-            rates["W1"] = w * float(depth) ** self.first_layer_lr_exponent
-            rates["W2"] = w
-        return rates
+        blocks = self._depth_rates(depth, block, self.adam_block_exponent)
+        return {**rates, **{k: w * r for k, r in blocks.items()}}
 
-    def _check_block(self, block: str) -> None:
-        if block not in TENSORS:
-            raise ValueError(f"block must be one of {sorted(TENSORS)}, got {block!r}.")
-        if block == "one_layer" and self.first_layer_lr_exponent != 0:
-            raise ValueError(
-                "first_layer_lr_exponent must be 0 for one_layer blocks (there is no W1), got "
-                f"{self.first_layer_lr_exponent}."
-            )
+    def ntk_weights(self, depth: int, block: AbstractBlock = OneLayer()) -> TensorRates:
+        """The weight of each tensor's term in the NTK of spec §1.4.
+
+        ``U``: ``m_U σ_in²`` (times ``K^x ⊙ G_0``); the branch matrix: ``m b²`` (times
+        ``Σ_ℓ G_{ℓ+1} ⊙ Φ``, ``b`` the branch multiplier); a two-layer block's first matrix: ``m_W1``
+        (its backward field ``g^z`` already carries ``b``); ``v``: ``m_v`` (times ``Φ_L``).
+        """
+        m = self.sgd_multipliers(depth, block)
+        b2 = self.branch_multiplier(depth) ** 2
+        weights = {"U": m["U"] * self.sigma_in**2, "v": m["v"]}
+        for name in block.matrices:
+            weights[name] = m[name] * b2 if name == block.branch else m[name]
+        return weights
+
+
+def _concrete(x) -> bool:
+    """Whether ``x`` has a value now (not a tracer inside jit or vmap)."""
+    try:
+        float(x)
+    except Exception:  # a tracer: checked where it was built
+        return False
+    return True
 
 
 class DepthMuP(AbstractParameterization):
@@ -164,10 +193,3 @@ class CompleteP(AbstractParameterization):
     @property
     def name(self) -> str:
         return "completep"
-
-
-PARAMETERIZATIONS: dict[str, type[AbstractParameterization]] = {
-    "depth_mup": DepthMuP,
-    "mup": MuP,
-    "completep": CompleteP,
-}

@@ -1,9 +1,11 @@
-"""Figures from saved runs (plots never compute)."""
+"""Figures: a saved run and its summary (`nfd.analysis`) in, matplotlib Figures out; plots never
+compute."""
 
 from ._gia import gia_figures as gia_figures
 from ._plots import demo_figure as demo_figure
-from ._plots import depth_scaling_figure as depth_scaling_figure
 from ._plots import loss_figure as loss_figure
 from ._plots import style as style
-from ._plots import sweep_figure as sweep_figure
+from ._sweep import depth_scaling_figure as depth_scaling_figure
+from ._sweep import kernel_figure as kernel_figure
+from ._sweep import sweep_figure as sweep_figure
 from ._transfer import transfer_figures as transfer_figures

@@ -1,33 +1,46 @@
-"""Figures of a saved `kind = "transfer"` run (spec §6, T8–T10): drawn from its arrays only."""
+"""Figures of a saved `kind = "transfer"` run (spec §6, T8–T10), drawn from its summary
+(`nfd.analysis.transfer_analysis`: seed means ± SE, argmins, collapse η0); plots never compute."""
+
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..runs import Run
-from ._plots import _mean_se, style
+from ._plots import style
 
 
-def _labels(a) -> list[str]:
-    return [
-        "one-layer" if not t else f"two-layer, a={float(x):g}"
-        for t, x in zip(a["two_layer"], a["exponents"], strict=True)
-    ]
-
-
-def _loss_key(a) -> str:
-    return "loss_test" if np.any(np.isfinite(a["loss_test"])) else "loss_train"
-
-
-def loss_vs_lr_figure(run: Run) -> Figure:
-    """Loss after the budget vs η0, one curve per depth (largest width), limit dashed."""
-    from ..experiments._transfer import argmin_lrs
-
-    a, cfg = run.arrays, run.config
-    key = _loss_key(a)
-    opts, labels, depths = cfg.transfer.optimizers, _labels(a), a["depths"]
-    i = len(a["widths"]) - 1
+def _lr_panel(ax, curves: Mapping, v: int, depths) -> None:
+    """One variant's loss vs η0 per depth (★ argmin; dashed: the limit), the y axis clipped."""
     cmap = plt.get_cmap("viridis")
+    lrs, argmin = curves["lrs"], curves["argmin"]
+    for j, L in enumerate(depths):
+        color = cmap(j / max(len(depths) - 1, 1))
+        mean, se = curves["mean"][v, j], curves["se"][v, j]
+        ax.errorbar(lrs, mean, se, color=color, marker="o", ms=3, lw=1.2, label=f"L={int(L)}")
+        if np.isfinite(argmin["best"][v, j]):
+            best, best_loss = argmin["best"][v, j], argmin["best_loss"][v, j]
+            ax.plot(best, best_loss, "*", color=color, ms=9, mec="k", mew=0.5)
+        lm = curves["limit"][v, j]
+        if np.any(np.isfinite(lm)):
+            ax.plot(lrs, lm, "--", color=color, lw=1.2)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    # a near-diverged η0 (loss ~1e30, finite) would flatten every curve: clip the
+    # axis at 10× the worst loss at the grid's smallest η0 (about the untrained loss)
+    means = curves["mean"][v]  # (J, R)
+    if np.any(np.isfinite(means[:, 0])) and np.any(means > 0):
+        high = min(ax.get_ylim()[1], 10 * float(np.nanmax(means[:, 0])))
+        ax.set_ylim(0.5 * float(np.nanmin(np.where(means > 0, means, np.nan))), high)
+
+
+def loss_vs_lr_figure(run: Run, summary: Mapping) -> Figure:
+    """Loss after the budget vs η0, one curve per depth (largest width), limit dashed."""
+    a, cfg = run.arrays, run.config
+    key = summary["loss"]
+    opts, labels, depths = cfg.transfer.optimizers, summary["labels"], a["depths"]
+    i = len(a["widths"]) - 1
     with style():
         fig, axes = plt.subplots(
             len(opts),
@@ -37,40 +50,9 @@ def loss_vs_lr_figure(run: Run) -> Figure:
             layout="constrained",
         )
         for o, opt in enumerate(opts):
-            lrs = a["lrs"][o]
-            R = int(np.sum(np.isfinite(lrs)))
             for v, label in enumerate(labels):
                 ax = axes[o, v]
-                for j, L in enumerate(depths):
-                    color = cmap(j / max(len(depths) - 1, 1))
-                    mean, se = _mean_se(a[key][o, v, i, j, :R], axis=-1)
-                    ax.errorbar(
-                        lrs[:R],
-                        mean,
-                        se,
-                        color=color,
-                        marker="o",
-                        ms=3,
-                        lw=1.2,
-                        label=f"L={int(L)}",
-                    )
-                    am = argmin_lrs(a[key][o, v, i, j, :R], lrs[:R])
-                    if np.isfinite(am["best"]):
-                        ax.plot(
-                            am["best"], am["best_loss"], "*", color=color, ms=9, mec="k", mew=0.5
-                        )
-                    lim = a["limit_" + key][o, v, j, :R]
-                    if np.any(np.isfinite(lim)):
-                        lm, _ = _mean_se(lim, axis=-1)
-                        ax.plot(lrs[:R], lm, "--", color=color, lw=1.2)
-                ax.set_xscale("log", base=2)
-                ax.set_yscale("log")
-                # a near-diverged η0 (loss ~1e30, finite) would flatten every curve: clip the
-                # axis at 10× the worst loss at the grid's smallest η0 (about the untrained loss)
-                means = _mean_se(a[key][o, v, i, :, :R], axis=-1)[0]  # (J, R)
-                if np.any(np.isfinite(means[:, 0])) and np.any(means > 0):
-                    high = min(ax.get_ylim()[1], 10 * float(np.nanmax(means[:, 0])))
-                    ax.set_ylim(0.5 * float(np.nanmin(np.where(means > 0, means, np.nan))), high)
+                _lr_panel(ax, summary["curves"][o], v, depths)
                 ax.set_title(f"{opt}, {label}", fontsize=9)
                 ax.set_xlabel("η0")
                 if v == 0:
@@ -84,20 +66,16 @@ def loss_vs_lr_figure(run: Run) -> Figure:
     return fig
 
 
-def argmin_figure(run: Run) -> Figure:
+def argmin_figure(run: Run, summary: Mapping) -> Figure:
     """Argmin η0 vs L (with the 2-SE tie range) and the best loss vs L, per variant."""
-    from ..experiments._transfer import argmin_lrs
-
     a, cfg = run.arrays, run.config
-    key = _loss_key(a)
-    opts, labels, depths = cfg.transfer.optimizers, _labels(a), a["depths"]
+    key = summary["loss"]
+    opts, labels, depths = cfg.transfer.optimizers, summary["labels"], a["depths"]
     i = len(a["widths"]) - 1
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
         for o, opt in enumerate(opts):
-            lrs = a["lrs"][o]
-            R = int(np.sum(np.isfinite(lrs)))
-            am = argmin_lrs(a[key][o, :, i, :, :R], lrs[:R])
+            am = summary["curves"][o]["argmin"]
             for v, label in enumerate(labels):
                 color = f"C{v}"
                 ls = "-" if opt == "sgd" else ":"
@@ -127,45 +105,49 @@ def argmin_figure(run: Run) -> Figure:
     return fig
 
 
-def collapse_figure(run: Run) -> Figure:
+def _collapse_series(axes, a, curves: Mapping, k_w1: tuple, o: int, opt: str, labels) -> None:
+    """One optimizer's series: the block update (every variant) and, per two-layer variant, W1's
+    own update with its limit and slope ``a − ½`` guide, and (first optimizer) W1's NTK share."""
+    depths = a["depths"]
+    ls = "-" if opt == "sgd" else ":"
+    for v, label in enumerate(labels):
+        color = f"C{v}"
+        mean, se = curves["move"][0][v], curves["move"][1][v]
+        axes[2].errorbar(
+            depths, mean, se, color=color, ls=ls, marker="o", ms=3, label=f"{opt}, {label}"
+        )
+        if not a["two_layer"][v]:
+            continue
+        x = float(a["exponents"][v])
+        mean, se = curves["dz"][0][v], curves["dz"][1][v]
+        axes[0].errorbar(
+            depths, mean, se, color=color, ls=ls, marker="o", ms=3, label=f"{opt}, {label}"
+        )
+        lim, lse = curves["limit_dz"][0][v], curves["limit_dz"][1][v]
+        if np.any(np.isfinite(lim)):
+            axes[0].errorbar(depths, lim, lse, color=color, ls="--", marker="x", ms=4)
+        if np.isfinite(mean[0]):
+            ref = mean[0] * (depths / depths[0]) ** (x - 0.5)
+            axes[0].plot(depths, ref, color=color, lw=0.6, alpha=0.5)
+        if o == 0:
+            axes[1].plot(depths, a["k_w1"][v], color=color, label=label)
+            km, kse = k_w1[0][v], k_w1[1][v]
+            axes[1].errorbar(depths, km, kse, color=color, ls="none", marker="o", ms=3)
+
+
+def collapse_figure(run: Run, summary: Mapping) -> Figure:
     """One-step diagnostics vs L at each optimizer's collapse η0 (largest width): W1's own
     feature update δz^own (finite, and the limit for SGD) with the slope ``a − ½``, W1's NTK
     share (n = ∞ recursion and finite networks), and T8's coordinate ``L ×`` block update."""
-    from ..experiments._transfer import _at_collapse_lr
-
     a, cfg = run.arrays, run.config
-    labels, depths = _labels(a), a["depths"]
+    labels = summary["labels"]
     opts = cfg.transfer.optimizers
+    curves = summary["collapse_curves"]
     with style():
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), layout="constrained")
         for o, opt in enumerate(opts):
-            ls = "-" if opt == "sgd" else ":"
-            dz = _at_collapse_lr(a, "dz_own", o)[:, -1]  # (V, J, S)
-            ldz = _at_collapse_lr(a, "limit_dz_own", o)  # (V, J, S)
-            move = _at_collapse_lr(a, "block_move", o)[:, -1]  # (V, J, S)
-            for v, label in enumerate(labels):
-                color = f"C{v}"
-                mean, se = _mean_se(move[v], axis=-1)
-                axes[2].errorbar(
-                    depths, mean, se, color=color, ls=ls, marker="o", ms=3, label=f"{opt}, {label}"
-                )
-                if not a["two_layer"][v]:
-                    continue
-                x = float(a["exponents"][v])
-                mean, se = _mean_se(dz[v], axis=-1)
-                axes[0].errorbar(
-                    depths, mean, se, color=color, ls=ls, marker="o", ms=3, label=f"{opt}, {label}"
-                )
-                lim, lse = _mean_se(ldz[v], axis=-1)
-                if np.any(np.isfinite(lim)):
-                    axes[0].errorbar(depths, lim, lse, color=color, ls="--", marker="x", ms=4)
-                if np.isfinite(mean[0]):
-                    ref = mean[0] * (depths / depths[0]) ** (x - 0.5)
-                    axes[0].plot(depths, ref, color=color, lw=0.6, alpha=0.5)
-                if o == 0:
-                    axes[1].plot(depths, a["k_w1"][v], color=color, label=label)
-                    km, kse = _mean_se(a["k_w1_finite"][v, -1], axis=-1)
-                    axes[1].errorbar(depths, km, kse, color=color, ls="none", marker="o", ms=3)
+            per = curves["per_optimizer"][o]
+            _collapse_series(axes, a, per, curves["k_w1_finite"], o, opt, labels)
         lr = ", ".join(f"{o} η0={x:g}" for o, x in zip(opts, a["collapse_lr"], strict=True))
         axes[0].set_ylabel("rms δz^own after one step")
         axes[0].set_title("solid sgd, dotted adam, dashed limit; thin: slope a − ½", fontsize=8)
@@ -187,17 +169,18 @@ def collapse_figure(run: Run) -> Figure:
     return fig
 
 
-def t10_figure(run: Run) -> Figure:
+def t10_figure(run: Run, summary: Mapping) -> Figure:
     """Mean squared feature vs τ per depth: pre-activation (with the n = ∞ recursion) vs post."""
     a = run.arrays
     depths, taus = a["depths"], a["taus"]
+    curves = summary["t10_curves"]
     cmap = plt.get_cmap("viridis")
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
         for j, L in enumerate(depths):
             color = cmap(j / max(len(depths) - 1, 1))
             for ax, key in ((axes[0], "t10_pre"), (axes[1], "t10_post")):
-                mean, se = _mean_se(a[key][j], axis=0)
+                mean, se = curves[key][0][j], curves[key][1][j]
                 ax.errorbar(taus, mean, se, color=color, marker="o", ms=3, label=f"L={int(L)}")
             axes[0].plot(taus, a["t10_ref"][j], ":", color=color, lw=1)
         axes[0].plot(taus, np.exp(taus / 2), "k--", lw=1, label="e^{τ/2} (L → ∞)")
@@ -212,11 +195,14 @@ def t10_figure(run: Run) -> Figure:
     return fig
 
 
-def transfer_figures(run: Run) -> dict[str, Figure]:
-    """Every figure of a transfer run, by name."""
-    figs = {"transfer_loss": loss_vs_lr_figure(run), "transfer_argmin": argmin_figure(run)}
+def transfer_figures(run: Run, summary: Mapping) -> dict[str, Figure]:
+    """Every figure of a transfer run, by name (``summary``: `nfd.analysis.transfer_analysis`)."""
+    figs = {
+        "transfer_loss": loss_vs_lr_figure(run, summary),
+        "transfer_argmin": argmin_figure(run, summary),
+    }
     if "dz_own" in run.arrays and np.any(run.arrays["two_layer"]):
-        figs["collapse"] = collapse_figure(run)
+        figs["collapse"] = collapse_figure(run, summary)
     if "t10_pre" in run.arrays:
-        figs["post_activation"] = t10_figure(run)
+        figs["post_activation"] = t10_figure(run, summary)
     return figs

@@ -76,6 +76,64 @@ def _all_finite(tree: PyTree) -> Bool[Array, ""]:
     return jnp.all(jnp.stack(finite))
 
 
+def _validate(terms, solver, y0, dWs, args) -> tuple[int, Float[Array, " Kp1"]]:
+    """Trace-time checks of `solve_depth`'s arguments; returns ``K`` and the grid ``τ_k = k/K``."""
+    if not isinstance(terms, AbstractTerm):
+        raise ValueError(f"solve_depth needs `terms` to be an AbstractTerm, got {type(terms)}.")
+    if not isinstance(solver, AbstractItoSolver):
+        raise ValueError(
+            f"solve_depth needs `solver` to be an AbstractItoSolver (e.g. EulerMaruyama()), got "
+            f"{type(solver)}."
+        )
+
+    y0_leaves = jax.tree.leaves(y0)
+    if not y0_leaves:
+        raise ValueError("solve_depth needs a state `y0` with at least one array leaf.")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(y0):
+        if not eqx.is_array(leaf) or not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(
+                f"every leaf of `y0` must be a floating array; `y0{jax.tree_util.keystr(path)}` is "
+                f"{leaf!r}."
+            )
+    dW_axes = _leading_axes(dWs, "dWs")
+    if not dW_axes:
+        raise ValueError("solve_depth needs increments `dWs` with at least one array leaf.")
+    if len(set(dW_axes.values())) > 1:
+        raise ValueError(
+            "all leaves of `dWs` must share the leading step axis K (one increment per layer "
+            f"step); got leading axes {dW_axes}."
+        )
+    num_steps = next(iter(dW_axes.values()))
+    if num_steps < 1:
+        raise ValueError(f"solve_depth needs K >= 1 steps; `dWs` has leading axis {num_steps}.")
+    args_axes = _leading_axes(args, "args")
+    bad = {name: size for name, size in args_axes.items() if size != num_steps}
+    if bad:
+        raise ValueError(
+            f"every leaf of `args` must have leading axis K = {num_steps} (that of `dWs`: one "
+            f"slice per layer step); got {bad}."
+        )
+
+    dtype = np.result_type(*[leaf.dtype for leaf in y0_leaves])
+    taus = jnp.arange(num_steps + 1, dtype=dtype) / num_steps  # τ_k = k / K, shape (K+1,)
+    first = jax.tree.map(lambda a: a[0], (dWs, args))
+    y0_struct = jax.eval_shape(lambda: y0)
+    _check_like_state(
+        eqx.filter_eval_shape(terms.drift, taus[0], y0, first[1]), y0_struct, "`terms.drift`"
+    )
+    _check_like_state(
+        eqx.filter_eval_shape(terms.noise, taus[0], y0, first[1], first[0]),
+        y0_struct,
+        "`terms.noise`",
+    )
+    _check_like_state(
+        eqx.filter_eval_shape(solver.step, terms, taus[0], taus[1], y0, first[0], first[1]),
+        y0_struct,
+        "`solver.step`",
+    )
+    return num_steps, taus
+
+
 @eqx.filter_jit
 def solve_depth(
     terms: AbstractTerm,
@@ -135,60 +193,7 @@ def solve_depth(
             increments not shaped like the state).
         EquinoxRuntimeError: at run time, with ``throw=True``, if a state is non-finite.
     """
-    if not isinstance(terms, AbstractTerm):
-        raise ValueError(f"solve_depth needs `terms` to be an AbstractTerm, got {type(terms)}.")
-    if not isinstance(solver, AbstractItoSolver):
-        raise ValueError(
-            f"solve_depth needs `solver` to be an AbstractItoSolver (e.g. EulerMaruyama()), got "
-            f"{type(solver)}."
-        )
-
-    # --- trace-time validation ---
-    y0_leaves = jax.tree.leaves(y0)
-    if not y0_leaves:
-        raise ValueError("solve_depth needs a state `y0` with at least one array leaf.")
-    for path, leaf in jax.tree_util.tree_leaves_with_path(y0):
-        if not eqx.is_array(leaf) or not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise ValueError(
-                f"every leaf of `y0` must be a floating array; `y0{jax.tree_util.keystr(path)}` is "
-                f"{leaf!r}."
-            )
-    dW_axes = _leading_axes(dWs, "dWs")
-    if not dW_axes:
-        raise ValueError("solve_depth needs increments `dWs` with at least one array leaf.")
-    if len(set(dW_axes.values())) > 1:
-        raise ValueError(
-            "all leaves of `dWs` must share the leading step axis K (one increment per layer "
-            f"step); got leading axes {dW_axes}."
-        )
-    num_steps = next(iter(dW_axes.values()))
-    if num_steps < 1:
-        raise ValueError(f"solve_depth needs K >= 1 steps; `dWs` has leading axis {num_steps}.")
-    args_axes = _leading_axes(args, "args")
-    bad = {name: size for name, size in args_axes.items() if size != num_steps}
-    if bad:
-        raise ValueError(
-            f"every leaf of `args` must have leading axis K = {num_steps} (that of `dWs`: one "
-            f"slice per layer step); got {bad}."
-        )
-
-    dtype = np.result_type(*[leaf.dtype for leaf in y0_leaves])
-    taus = jnp.arange(num_steps + 1, dtype=dtype) / num_steps  # τ_k = k / K, shape (K+1,)
-    first = jax.tree.map(lambda a: a[0], (dWs, args))
-    y0_struct = jax.eval_shape(lambda: y0)
-    _check_like_state(
-        eqx.filter_eval_shape(terms.drift, taus[0], y0, first[1]), y0_struct, "`terms.drift`"
-    )
-    _check_like_state(
-        eqx.filter_eval_shape(terms.noise, taus[0], y0, first[1], first[0]),
-        y0_struct,
-        "`terms.noise`",
-    )
-    _check_like_state(
-        eqx.filter_eval_shape(solver.step, terms, taus[0], taus[1], y0, first[0], first[1]),
-        y0_struct,
-        "`solver.step`",
-    )
+    num_steps, taus = _validate(terms, solver, y0, dWs, args)
 
     # --- the scan over layer steps ---
     if reverse:

@@ -1,16 +1,11 @@
-"""Training finite networks: optimizers, losses, the ensemble trainer."""
+"""Training finite networks: the `FiniteNetwork` dynamics and its optimizers (an optax transform
+with the parameterization's per-tensor rates)."""
 
-from ._losses import LOSSES as LOSSES
-from ._losses import MSE as MSE
-from ._losses import AbstractLoss as AbstractLoss
-from ._losses import CrossEntropy as CrossEntropy
-from ._optim import OPTIMIZERS as OPTIMIZERS
-from ._optim import make_optimizer as make_optimizer
-from ._optim import tensor_labels as tensor_labels
-from ._train import TrainResult as TrainResult
-from ._train import batch_schedule as batch_schedule
-from ._train import block_indices as block_indices
-from ._train import make_step as make_step
-from ._train import observe as observe
-from ._train import save_steps as save_steps
-from ._train import train as train
+from ._network import FiniteNetwork as FiniteNetwork
+from ._network import FiniteState as FiniteState
+from ._network import tensors as tensors
+from ._network import with_tensors as with_tensors
+from ._optim import SGD as SGD
+from ._optim import AbstractOptimizer as AbstractOptimizer
+from ._optim import Adam as Adam
+from ._optim import adam_eps as adam_eps

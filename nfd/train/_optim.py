@@ -1,54 +1,83 @@
 """Optimizers with the parameterization's per-tensor learning rates (spec NFD.md §1.3).
 
-`make_optimizer` returns an optax `GradientTransformation` whose per-tensor rates are those of base
-learning rate ``η0 = 1``; the trainer multiplies the updates by each ensemble member's own ``η0`` (both
-SGD and Adam updates are linear in the learning rate), so a learning-rate grid is one vmapped,
-once-compiled computation.
+An optimizer is an optax `GradientTransformation` at learning rate 1 together with the rule that
+gives each tensor its raw rate. Both SGD's and Adam's updates are linear in the learning rate, so
+the finite network multiplies the transform's update of tensor ``θ`` by ``η0 × rate_θ``: a grid of
+``η0`` (and of the traced scalars ``γ0``, ``β``, ``σ``) is one vmapped, once-compiled computation.
+Any base-rate-1 optax transform can be passed with either rate rule.
 """
 
-from collections.abc import Hashable
-from typing import Literal
+import abc
+import functools
 
 import equinox as eqx
-import jax
 import optax
+from jaxtyping import Array, Float
 
-from ..model import ResNet
-
-OptimizerName = Literal["sgd", "adam"]
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+from ..param import AbstractBlock, AbstractParameterization, TensorRates
 
 
-def tensor_labels(model: ResNet):
-    """A pytree of labels matching ``eqx.filter(model, eqx.is_array)``: "U", "W"/"W1"/"W2", "v"
-    for trainable tensors and "frozen" for the decoupled backward offsets."""
-    arrays = eqx.filter(model, eqx.is_array)
-    labels = jax.tree.map(lambda _: "frozen", arrays)
-    return eqx.tree_at(lambda m: (m.U, *m.blocks, m.v), labels, ("U", *model.tensor_names, "v"))
+class AbstractOptimizer(eqx.Module):
+    """An optax transform at learning rate 1 and the per-tensor raw rates it is scaled by.
 
-
-def make_optimizer(
-    name: OptimizerName, model: ResNet, *, adam_eps: float | None = None
-) -> optax.GradientTransformation:
-    """The optimizer for ``model`` at base learning rate 1 (multiply updates by ``η0``).
-
-    Args:
-        name: "sgd" (the limit theory's optimizer) or "adam" (spec §1.3, second table).
-        model: a `ResNet` (its parameterization, width, depth and block type set the rates).
-        adam_eps: Adam's ε; default ``1e-8 / N`` (spec §1.3: ε ≤ 1e-8/n).
+    Attributes:
+        transform: the optax `GradientTransformation` (learning rate 1), applied to the trainable
+            tensors ``U``, the block matrices and ``v``.
     """
-    p = model.param
-    n, L, D = model.width, model.depth, model.in_dim
-    transforms: dict[Hashable, optax.GradientTransformation]
-    if name == "sgd":
-        rates = p.sgd_rates(1.0, n, L, model.block)
-        transforms = {k: optax.sgd(r) for k, r in rates.items()}
-    elif name == "adam":
-        eps = 1e-8 / n if adam_eps is None else adam_eps
-        rates = p.adam_rates(1.0, n, D, L, model.block)
-        transforms = {k: optax.adam(r, eps=eps) for k, r in rates.items()}
-    else:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}.")
-    transforms["frozen"] = optax.set_to_zero()
-    labels = tensor_labels(model)  # a Module is callable: hand optax a function, not the tree
-    return optax.multi_transform(transforms, lambda _: labels)
+
+    transform: eqx.AbstractVar[optax.GradientTransformation]
+
+    @abc.abstractmethod
+    def rates(
+        self,
+        param: AbstractParameterization,
+        width: int,
+        in_dim: int,
+        depth: int,
+        block: AbstractBlock,
+    ) -> TensorRates:
+        """The raw rate of each tensor at base learning rate ``η0 = 1``."""
+
+
+class SGD(AbstractOptimizer):
+    """SGD, the limit theory's optimizer: raw rate ``η0 γ0² N m_θ`` (spec §1.3)."""
+
+    transform: optax.GradientTransformation = eqx.field(static=True, default=optax.sgd(1.0))
+
+    def rates(self, param, width, in_dim, depth, block):
+        del in_dim
+        return param.sgd_rates(1.0, width, depth, block)
+
+
+class Adam(AbstractOptimizer):
+    """Adam with the raw rates of spec §1.3's second table.
+
+    Attributes:
+        eps: Adam's ``ε``; spec §1.3 asks ``ε ≤ 1e-8/n`` (`adam_eps`).
+    """
+
+    eps: float = eqx.field(static=True)
+    transform: optax.GradientTransformation = eqx.field(static=True, init=False)
+
+    def __post_init__(self):
+        self.transform = _adam(float(self.eps))
+
+    def rates(self, param, width, in_dim, depth, block):
+        return param.adam_rates(1.0, width, in_dim, depth, block)
+
+
+@functools.cache
+def _adam(eps: float) -> optax.GradientTransformation:
+    """One transform per ``ε``: equal optimizers are the same static object, so jit reuses its
+    compilation."""
+    return optax.adam(1.0, eps=eps)
+
+
+def adam_eps(width: int) -> float:
+    """The default Adam ``ε = 1e-8 / N`` of a width-``N`` network (spec §1.3)."""
+    return 1e-8 / width
+
+
+def scale_updates(updates, rates: dict[str, Float[Array, ""]], lr, names: tuple[str, ...]):
+    """``η0 × rate_θ × update_θ`` for a tuple of per-tensor updates in the order ``names``."""
+    return tuple(lr * rates[n] * u for n, u in zip(names, updates, strict=True))

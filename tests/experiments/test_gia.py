@@ -1,7 +1,8 @@
 """The gradient-independence experiment (spec NFD.md §5.3, §7.2; T6, T7), against independent
-references: `ResNet.fields` and autodiff (the fused measurement), `linear_exact` (the exact
-ratios of spec §5.2 and the mode-A χ), standard errors (the decoupled χ control), and the
-gallery contract (the smoke config runs, `nfd plot` re-draws the same figures, the notebook runs).
+references: `ResNet.fields` and an explicit SGD update (the members and their training step),
+`linear_exact` (the exact ratios of spec §5.2 and the mode-A χ), standard errors (the decoupled
+χ control), and the gallery contract (the smoke config runs, `nfd plot` re-draws the same
+figures, the notebook runs).
 """
 
 import pathlib
@@ -16,13 +17,18 @@ import pytest
 from helpers import unit_inputs
 
 import nfd
+from nfd.analysis import chi2_pvalue, constant_fit, power_fit
+from nfd.analysis._gia import summarise
 from nfd.config import ConfigError
+from nfd.dynamics import Points
 from nfd.experiments import _gia as gia
-from nfd.experiments import constant_fit, init_coupling
-from nfd.model._kernels import point_fields
-from nfd.nn import Tanh
+from nfd.experiments import init_coupling
+from nfd.experiments._gia_measure import SwitchReadout, _init_gaps
+from nfd.experiments._gia_members import draw_members, readout_average_gap
+from nfd.model import ntk_from_fields, point_fields
+from nfd.nn import MSE, Tanh
 from nfd.tasks import Task
-from nfd.train import make_optimizer
+from nfd.train import SGD, FiniteNetwork, tensors
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "figures" / "smoke" / "gia.toml"
@@ -69,7 +75,7 @@ def test_constant_fit_pvalue_matches_chi2_tail():
     # the constant absorbs part of the outlier: χ² = 7.815·(3/4)
     assert abs(fit["chi2"] - 7.815 * 0.75) < 1e-9
     assert abs(constant_fit(np.array([0.0, 2.795]), np.ones(2))["p"] - 0.0477) < 0.01
-    assert abs(gia.chi2_pvalue(7.815, 3) - 0.05) < 1e-4
+    assert abs(chi2_pvalue(7.815, 3) - 0.05) < 1e-4
 
 
 @pytest.mark.slow
@@ -111,65 +117,98 @@ def test_init_coupling_slope_minus_one_with_readout_average():
         key=jr.key(1),
     )
     w, gap, se = (np.asarray(a) for a in (res.widths, res.gap, res.gap_se))
-    fit = gia.power_fit(w, gap, se)
+    fit = power_fit(w, gap, se)
     assert abs(fit["exponent"] + 1) <= 0.3 and fit["exponent_se"] < 0.25, fit
     const = constant_fit(w * gap, w * se)
     assert const["p"] > 0.01 and const["c"] + 3 * const["c_se"] < 0, const
 
 
-# -- the fused measurement against `ResNet` and autodiff ------------------------------------------
+# -- the padded members and their training step against `ResNet` and an explicit SGD update -----
 @pytest.mark.parametrize("decoupled", [False, True], ids=["standard", "decoupled"])
-def test_padded_member_fields_and_update_match_resnet_and_autodiff(decoupled):
-    """A member drawn at width 24 padded to 40 has exactly the fields of the unpadded `ResNet`
-    with the same arrays (zero offsets: `ReusedWeights`), and the fields-based SGD step equals
-    `make_optimizer`'s autodiff step (generic β, γ0, σ's, tanh)."""
+def test_padded_member_fields_and_update_match_resnet_and_explicit_sgd(decoupled):
+    """The members of a depth (`draw_members`): standard and decoupled share ``U, W(0), v(0)``,
+    antithetic partners flip ``v(0)``; a member of width 24 padded to 40 (`padded_param`) has
+    exactly the fields of the unpadded `ResNet` with the same arrays (standard: zero offsets =
+    `ReusedWeights`), and one step of its P1 run (the `FiniteNetwork` that `evolve` drives, at
+    base rate ``η0·40/24``) is the explicit SGD update ``θ + η0 η_θ ∂(Σ c·f)/∂θ`` of that `ResNet`
+    (autodiff; generic β, γ0, σ's, tanh) and advances ``f`` by its ``η0 Θ_own c``."""
     param = nfd.DepthMuP(beta=1.2, gamma0=0.7, sigma_in=0.9, sigma_out=1.1)
-    kw = dict(param=param, activation=Tanh(), backward=nfd.DecoupledWeights())
-    # structures only (eval_shape: no eager random draws to compile); `_member` fills in arrays
-    template = eqx.filter_eval_shape(nfd.ResNet, 8, 1, 40, 3, key=jr.key(0), **kw)
-    padded = eqx.filter_jit(gia._member)(
-        template,
-        jr.key(3),
-        jnp.asarray(24),
-        jnp.asarray(5),
-        jnp.asarray(decoupled),
-        jnp.asarray(1.0),
+    x = unit_inputs(5, 8, key=jr.key(1))
+    y = jnp.asarray(np.random.default_rng(2).standard_normal((5, 1)))
+    points = Points(x=x, y=y, num_train=5)
+    net = FiniteNetwork(
+        width=40,
+        depth=3,
+        param=param,
+        activation=Tanh(),
+        optimizer=SGD(),
+        loss=MSE(),
+        backward=nfd.DecoupledWeights(),
+        readout=SwitchReadout(jnp.asarray(True)),
     )
+    members, n = draw_members(net, points, jr.key(3), [24, 40], 2, True)
+    assert list(n) == [24] * 8 + [40] * 8  # per width: [std +v, std −v, dec +v, dec −v] × 2
+    for a in (members.U, members.blocks[0]):
+        assert all(bool(jnp.all(a[i : i + 2] == a[:2])) for i in (2, 4, 6))
+    assert members.offsets is not None
+    v, offsets = members.v, members.offsets[0]
+    assert bool(jnp.all(v[:2] == -v[2:4])) and bool(jnp.all(v[4:8] == v[:4]))
+    assert float(jnp.max(jnp.abs(offsets[:4]))) == 0.0  # standard: E = 0
+    assert bool(jnp.all(offsets[4:6] == offsets[6:8]))
+    padded = jax.tree.map(lambda a: a[5 if decoupled else 1] if eqx.is_array(a) else a, members)
     assert float(jnp.max(jnp.abs(padded.U[24:]))) == 0.0
-    small = eqx.filter_eval_shape(nfd.ResNet, 8, 1, 24, 3, key=jr.key(0), **kw)
+    resnet_kw = dict(param=param, activation=Tanh(), backward=nfd.DecoupledWeights())
+    small = eqx.filter_eval_shape(nfd.ResNet, 8, 1, 24, 3, key=jr.key(0), **resnet_kw)
     off = padded.offsets[0][:, :24, :24]
     small = eqx.tree_at(
-        lambda m: (m.U, m.blocks, m.v, m.offsets),
+        lambda m: (m.U, m.blocks, m.v, m.offsets, m.param),
         small,
-        (padded.U[:24], (padded.blocks[0][:, :24, :24],), padded.v[:24], (off,)),
+        (padded.U[:24], (padded.blocks[0][:, :24, :24],), padded.v[:24], (off,), param),
     )
     ref = small if decoupled else small.as_reused()
-    x = unit_inputs(5, 8, key=jr.key(1))
-    c = jnp.asarray(np.random.default_rng(2).standard_normal((5, 1)))
-    opt = make_optimizer("sgd", ref)
+    c = y / 5  # the error signal of the (centred, zero) outputs at t = 0 under MSE, full batch
+    rates = param.sgd_rates(1.0, 24, 3, nfd.OneLayer())
 
     @eqx.filter_jit
-    def reference(model):  # `ResNet.fields` and one autodiff SGD step (rate 0.3)
-        arrays = eqx.filter(model, eqx.is_array)
-        grads = eqx.filter_grad(lambda m: -jnp.sum(jax.vmap(m)(x) * c))(model)
-        upd, _ = opt.update(grads, opt.init(arrays), arrays)
-        return point_fields(model, x), eqx.apply_updates(
-            model, jax.tree.map(lambda u: 0.3 * u, upd)
-        )
+    def reference(model):  # `ResNet.fields`, an explicit SGD update (η0 = 0.3), η0 Θ_own c
+        R = jax.vmap(model.fields)(x)
+        grads = eqx.filter_grad(lambda m: jnp.sum(jax.vmap(m)(x) * c))(model)
+        new = [
+            t + 0.3 * rates[k] * g
+            for k, t, g in zip("UWv", tensors(model), tensors(grads), strict=True)
+        ]
+        return R, new, 0.3 * ntk_from_fields(model, x, R, R) @ c
 
-    @eqx.filter_jit
-    def fused(model):
-        F = gia._fields(model, 24.0, x)
-        return F, gia._sgd_from_fields(model, 24.0, x, F, c, 0.3)
-
-    R, want = reference(ref)
-    F, new = fused(padded)
-    np.testing.assert_allclose(F.h[:, :, :24], np.moveaxis(R.h, 0, 1), atol=1e-13)
-    np.testing.assert_allclose(F.g[:, 0, :, :24], np.moveaxis(R.g[:, 0], 0, 1), atol=1e-13)
+    R, want, f_want = reference(ref)
+    F, new, f_p1, ok = _first_step(net, padded, points, jnp.asarray(True))
+    np.testing.assert_allclose(F.h[:, :, :24], R.h, atol=1e-13)
+    np.testing.assert_allclose(F.g[:, 0, :, :24], R.g[:, 0], atol=1e-13)
     assert float(jnp.max(jnp.abs(F.g[:, :, :, 24:]))) == 0.0
-    np.testing.assert_allclose(new.U[:24], want.U, atol=1e-13)
-    np.testing.assert_allclose(new.blocks[0][:, :24, :24], want.blocks[0], atol=1e-13)
-    np.testing.assert_allclose(new.v[:24], want.v, atol=1e-13)
+    assert bool(ok)
+    np.testing.assert_allclose(new[0][:24], want[0], atol=1e-13)
+    np.testing.assert_allclose(new[1][:, :24, :24], want[1], atol=1e-13)
+    np.testing.assert_allclose(new[2][:24], want[2], atol=1e-13)
+    assert float(jnp.max(jnp.abs(new[1][:, 24:]))) == 0.0  # padded units stay zero
+    np.testing.assert_allclose(f_p1, f_want, atol=1e-13)
+    # P2: the same first step (c(0) is the same), and no kernel output
+    _, new_p2, f_p2, _ = _first_step(net, padded, points, jnp.asarray(False))
+    for got, expected in zip(new_p2, new, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-13)
+    assert float(jnp.max(jnp.abs(f_p2))) == 0.0
+    if decoupled:  # T6's readout average of the padded pair (members 1, 5) vs the unpadded one
+        gaps = _init_gaps(members, x, 40 / n, 2, 4)  # (widths, pairs)
+        want_gap = readout_average_gap(small.as_reused(), small, x)
+        np.testing.assert_allclose(gaps[0, 1], want_gap, atol=1e-13)
+
+
+@eqx.filter_jit
+def _first_step(net, model, points, p1):
+    """The fields of a padded member and its first step at ``η0 = 0.3`` (rate ``0.3·40/24``),
+    readout P1 (``p1``) or P2: shared by the parametrised cases (one compilation)."""
+    dyn = eqx.tree_at(lambda d: d.readout, net, SwitchReadout(p1))
+    state = dyn.start(model, points)
+    state, ok, _ = dyn.step(model, state, points, jnp.arange(5), 0.3 * 40 / 24, True)
+    return point_fields(model, points.x), tensors(state.model), state.f_ntk, ok
 
 
 # -- the limits: spec §5.2 regression numbers ------------------------------------------------------
@@ -320,7 +359,7 @@ def test_distance_to_mode_a_has_slope_minus_one_in_width():
     cfg = _cfg(widths=[16, 32, 64], depths=[2, 4], steps=4)
     cfg = nfd.config.from_dict({**nfd.config.to_dict(cfg), "seeds": 1024})
     a = gia.run_gia(cfg, task=_sign_task(), progress=False)
-    _, s = gia.summarise(a)
+    _, s = summarise(a)
     for L in (2, 4):
         res = s["d_A_slopes"][f"f_p1@L={L}"]
         assert res["resolved"] and abs(res["slope"] + 1) <= 0.3, res

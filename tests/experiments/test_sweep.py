@@ -10,23 +10,28 @@ import numpy as np
 import pytest
 
 from nfd import config
-from nfd.cli import main
-from nfd.config import ConfigError, build_task, run_keys
-from nfd.experiments import _sweep, convergence_summary, fit_inverse_width, run_finite, run_limit
-from nfd.experiments._finite import draw_ensemble
-from nfd.experiments._sweep import (
+from nfd.analysis import _sweep as sweep_analysis
+from nfd.analysis import convergence_summary, fit_inverse_width
+from nfd.analysis._kernels import kernel_distance
+from nfd.analysis._sweep import (
     _distance,
     _richardson_weights,
-    coarsen_particles,
     fit_depth_plateau,
     fit_depth_scaling,
-    kernel_distance,
+)
+from nfd.cli import main
+from nfd.config import ConfigError, build_limit, build_task, run_keys
+from nfd.experiments import _sweep, run_finite, run_limit
+from nfd.experiments._limit import evolve_limit
+from nfd.experiments._sweep import (
+    coarsen_particles,
     limit_ensemble,
     pair_units,
     run_limits,
 )
 from nfd.limit import sample_particles
-from nfd.model import DecoupledWeights
+from nfd.param import DecoupledWeights
+from nfd.reports import sweep_report
 from nfd.runs import load_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -186,7 +191,7 @@ def test_convergence_summary_recovers_known_rates_offsets_and_losses(antithetic)
     assert abs(la["inf"] - 0.2) < 3 * la["inf_se"] and abs(lb["inf"] - 0.25) < 3 * lb["inf_se"]
     assert abs(la["z"]) < 3 < abs(lb["z"]), (la["z"], lb["z"])  # L∞ agrees with A, not with B
     assert s["units"][0][0][0] == (200 if antithetic else 400)
-    report = _sweep.sweep_report(s)
+    report = sweep_report(s)
     assert f"{ds['L_inf']:.3g}" in report and "only mode A (exact) is consistent with 0" in report
 
 
@@ -292,8 +297,8 @@ def test_sweep_distance_to_mode_a_falls_like_inverse_width_and_replots(tmp_path,
         raise AssertionError("nfd plot recomputed the sweep")
 
     monkeypatch.setattr(_sweep, "run_sweep", refuse)
-    monkeypatch.setattr(_sweep, "convergence_summary", refuse)
-    monkeypatch.setattr("nfd.experiments.convergence_summary", refuse)
+    monkeypatch.setattr(sweep_analysis, "convergence_summary", refuse)
+    monkeypatch.setattr("nfd.analysis.convergence_summary", refuse)
     assert main(["plot", str(out)]) == 0
     figs = ("sweep.png", "depth_scaling.png", "kernels.png")
     assert all((out / n).stat().st_size > 10_000 for n in figs)
@@ -356,12 +361,12 @@ def test_coarsened_particles_have_the_k_step_law_and_stay_coupled():
     assert abs(np.corrcoef(W, Wb)[0, 1]) < 5 / np.sqrt(N)
     assert abs(np.corrcoef(W, Wf)[0, 1] - 1 / np.sqrt(2)) < 5 / np.sqrt(N)
     with pytest.raises(ValueError, match="even number"):
-        coarsen_particles(c.__class__(U=c.U, W=c.W[:3], W_back=c.W[:3], v=c.v, coupling=c.coupling))
+        coarsen_particles(c.__class__(U=c.U, W=c.W[:3], W_back=c.W[:3], v=c.v))
 
 
 @pytest.mark.slow
 def test_refined_limits_are_the_coarsened_k_step_run_and_the_2k_run():
-    """Plumbing of `run_limits(refine=True)`: its K-step run equals `simulate_limit` on the
+    """Plumbing of `run_limits(refine=True)`: its K-step run equals `evolve_limit` on the
     coarsened 2K-step draw of `limit_ensemble` (to round-off, both modes), and its 2K-step run is
     `run_limits` at depth 2K itself (the same draws); mode A's coarse W_back is its coarse W."""
     cfg, task = _cfg("seeds=2", "limit.particles=16", "optim.steps=2", "output.every=1")
@@ -370,11 +375,12 @@ def test_refined_limits_are_the_coarsened_k_step_run_and_the_2k_run():
         cfg, depth=2, lrs=[0.5], couplings=modes, task=task, progress=False, refine=True
     )
     assert set(runs) == {"exact", "decoupled", "exact@2K", "decoupled@2K"}
-    draw, args, lrs = limit_ensemble(cfg, K=4, lrs=[0.5], couplings=modes, task=task)
-    coarse = coarsen_particles(draw_ensemble(draw, *args))
+    _, draw, lrs = limit_ensemble(cfg, task, depth=2, lrs=[0.5], couplings=modes, refine=True)
+    coarse = coarsen_particles(draw(slice(None)))
     assert coarse.W.shape == (4, 2, 16, 16)
     np.testing.assert_array_equal(coarse.W_back[:2], coarse.W[:2])  # mode A: W̃ = W
-    alone = _sweep.simulate_config(cfg, task, coarse, lrs, progress=False, desc="coarse")
+    dynamics = build_limit(cfg, depth=2, coupling="decoupled")
+    alone = evolve_limit(cfg, task, coarse, lrs, dynamics=dynamics, progress=False, desc="coarse")
     direct = run_limits(cfg, depth=4, lrs=[0.5], couplings=modes, task=task, progress=False)
     for x, X in enumerate(modes):
         for key in ("f_train", "f_test", "loss_test"):

@@ -11,21 +11,16 @@ import pytest
 
 import nfd
 from nfd import config
+from nfd.analysis import log_slope
+from nfd.analysis._transfer import argmin_lrs, argmin_slope, collapse_check, transfer_summary
 from nfd.cli import main
 from nfd.config import ConfigError, build_task, run_keys
 from nfd.experiments._finite import finite_ensemble
-from nfd.experiments._transfer import (
-    _verdicts,
-    argmin_lrs,
-    argmin_slope,
-    collapse_check,
-    log_slope,
-    run_transfer,
-    transfer_summary,
-)
+from nfd.experiments._transfer import run_transfer
 from nfd.limit import init_kernels
 from nfd.model import empirical_ntk, empirical_ntk_parts
 from nfd.nn import Tanh
+from nfd.reports._transfer import _verdicts
 from nfd.runs import load_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -117,7 +112,7 @@ def test_ntk_parts_sum_to_the_ntk_and_finite_k_w1_matches_the_recursion():
         SMOKE, ["model.block='two_layer'", "seeds=48", "optim.first_layer_lr_exponent=0.5"]
     )
     task = build_task(cfg, key=run_keys(cfg)["task"])
-    models, _ = finite_ensemble(cfg, task, width=256, depth=4)
+    _, models, _ = finite_ensemble(cfg, task, width=256, depth=4)
     xs = task.x_train[:6]
     one = jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, models)
     parts = empirical_ntk_parts(one, xs)
@@ -126,7 +121,7 @@ def test_ntk_parts_sum_to_the_ntk_and_finite_k_w1_matches_the_recursion():
     w1 = eqx.filter_vmap(lambda m: empirical_ntk_parts(m, xs)["W1"])(models)
     diag = np.diagonal(np.asarray(w1), axis1=-2, axis2=-1).mean(axis=-1)  # (seeds,)
     kx = xs @ xs.T / task.in_dim
-    kern = init_kernels(nfd.DepthMuP(first_layer_lr_exponent=0.5), Tanh(), kx, 4, "two_layer")
+    kern = init_kernels(nfd.DepthMuP(first_layer_lr_exponent=0.5), Tanh(), kx, 4, nfd.TwoLayer())
     ref = float(np.mean(np.diag(np.asarray(kern.Theta_parts["W1"]))))
     se = diag.std(ddof=1) / np.sqrt(len(diag))
     assert abs(diag.mean() - ref) <= 3 * se, (diag.mean(), ref, se)
@@ -140,7 +135,9 @@ def test_w1_ntk_share_grows_like_l_to_the_a(a):
     param = nfd.DepthMuP(first_layer_lr_exponent=a)
     Ls = [16, 64, 256]
     k = [
-        float(init_kernels(param, Tanh(), jnp.ones((1, 1)), L, "two_layer").Theta_parts["W1"][0, 0])
+        float(
+            init_kernels(param, Tanh(), jnp.ones((1, 1)), L, nfd.TwoLayer()).Theta_parts["W1"][0, 0]
+        )
         for L in Ls
     ]
     s, _ = log_slope(Ls, k)

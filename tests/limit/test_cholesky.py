@@ -6,6 +6,7 @@ Given the same ``M``, the Cholesky noise has *the same law* as the random-matrix
 error at any ``M``, not only as ``M → ∞``.
 """
 
+from types import SimpleNamespace
 from typing import Any
 
 import equinox as eqx
@@ -14,18 +15,15 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import mean_se
+from helpers import mean_se, simulate
 
 import nfd
-from nfd.limit import FeatureReadout, NTKReadout, Particles, _cholesky, init_kernels, simulate_limit
-from nfd.limit._cholesky import (
-    CholeskyInfo,
-    cholesky_step,
-    simulate_limit_cholesky,
-)
-from nfd.nn import Relu, Tanh
+from nfd.dynamics import Points, SaveAt, _evolve, batch_schedule, evolve, map_members, save_steps
+from nfd.limit import Particles, init_kernels
+from nfd.limit._cholesky import CholeskyParticles
+from nfd.limit._cholesky_factor import CholeskyInfo, cholesky_info
+from nfd.nn import MSE, CrossEntropy, FeatureReadout, NTKReadout, Relu, Tanh
 from nfd.tasks import teacher_student
-from nfd.train import MSE, CrossEntropy, batch_schedule
 
 # entries are compared one by one at 4 combined SE; with ~100 (correlated) comparisons and
 # E ≈ 16 repetitions per side the family-wise false-alarm rate stays at a few per cent at most
@@ -52,32 +50,71 @@ def _decoupled_particles(E, M, K, D, C, sigma_out, *, key):
         W=W.reshape(E, K, M, M),
         W_back=W_back.reshape(E, K, M, M),
         v=sigma_out * v.reshape(E, M, C),
-        coupling=nfd.DecoupledWeights(),
     )
 
 
-def _run_both(task, act, readout, *, param, M, K, T, E, batch_size, lr, loss=None, seed=0):
-    """The same system in both realisations: (cholesky result, info, matrix result)."""
-    schedule = batch_schedule(task.n_train, batch_size, T, key=jr.key(100 + seed))
-    common: dict[str, Any] = dict(
+def _draw(dyn, points, keys):
+    """The members' initial draws (`draw_members`, whose ``keys`` annotation takes one key)."""
+    return map_members(lambda key: dyn.draw(points, key=key), keys)
+
+
+def _cholesky(task, act, readout, *, param, M, K, lr, schedule, key, loss=None, every=1, **save):
+    """A Cholesky run with `evolve`: (trajectory, info, the members' initial draws)."""
+    T = int(schedule.shape[0])
+    dyn = CholeskyParticles(
+        num_particles=M,
+        num_layer_steps=K,
+        num_steps=T,
         param=param,
         activation=act,
-        readout=readout,
         loss=MSE() if loss is None else loss,
-        lr=jnp.full((E,), lr),
+        coupling=nfd.DecoupledWeights(),
+        readout=readout,
+    )
+    points = Points.from_task(task)
+    initial = _draw(dyn, points, jr.split(key, lr.shape[0]))
+    traj = evolve(
+        dyn,
+        points,
+        lr=lr,
         schedule=schedule,
-        ntk=True,
-        kernels=True,
+        saveat=SaveAt(steps=save_steps(T, every), **save),
+        initial=initial,
         progress=False,
     )
-    data = (task.x_train, task.y_train, task.x_test, task.y_test)
-    chol, info = simulate_limit_cholesky(
-        *data, num_particles=M, num_layer_steps=K, key=jr.key(200 + seed), **common
+    return traj, cholesky_info(traj), initial
+
+
+def _run_both(
+    task, act, readout, *, param, M, K, T, E, batch_size, lr, loss=None, seed=0, fn=None, step=None
+):
+    """The same system in both realisations: (cholesky result, info, matrix result, the Cholesky
+    initial draws); ``fn``: extra observables of the Cholesky run (`SaveAt.fn`); ``step``: the
+    jitted step `evolve` uses for the Cholesky run (default: its own)."""
+    schedule = batch_schedule(task.n_train, batch_size, T, key=jr.key(100 + seed))
+    common: dict[str, Any] = dict(
+        param=param, readout=readout, loss=MSE() if loss is None else loss, schedule=schedule
     )
+    lrs = jnp.full((E,), lr)
+    with pytest.MonkeyPatch.context() as mp:
+        if step is not None:
+            mp.setattr(_evolve, "_step", step)
+        chol, info, initial = _cholesky(
+            task,
+            act,
+            M=M,
+            K=K,
+            lr=lrs,
+            key=jr.key(200 + seed),
+            ntk=True,
+            kernels=True,
+            fn=fn,
+            **common,
+        )
     D, C = task.x_train.shape[1], task.y_train.shape[1]
     parts = _decoupled_particles(E, M, K, D, C, param.sigma_out, key=jr.key(300 + seed))
-    matrix = simulate_limit(parts, *data, **common)
-    return chol, info, matrix
+    matrix = simulate(parts, task, activation=act, lr=lrs, ntk=True, kernels=True, **common)
+    return chol, info, matrix, initial
 
 
 def _assert_same_mean(a, b, name):
@@ -116,28 +153,53 @@ def _default_task():
     return eqx.tree_at(lambda t: (t.x_test, t.y_test), task, (x_test, y_test))
 
 
+def _record(dyn, initial, state, points):
+    """`SaveAt.fn`: the noises of the step that follows the observation (the step's own draw),
+    the fields of its pairs and the factors with them revealed."""
+    revealed, xi, rho = dyn.reveal(initial, state, points)
+    Pts, C = points.num_points, points.out_dim
+
+    def fields(hist, per):  # the step's columns of a history
+        return jax.lax.dynamic_slice_in_dim(hist.hist, state.count * Pts * per, Pts * per, axis=2)
+
+    return {
+        "xi": xi,
+        "rho": rho,
+        "xi_fields": fields(revealed.xi, 1),
+        "rho_fields": fields(revealed.rho, C),
+        "xi_L": revealed.xi.L,
+        "rho_L": revealed.rho.L,
+        "count": revealed.count,
+    }
+
+
 @pytest.fixture(scope="module")
 def recorded():
     """The default-tier run shared by most tests (tanh, P2 with Θ̃, minibatch SGD, C = 2), with
-    the jitted step wrapped in `eqx.debug.assert_max_traces` and its noises recorded."""
-    counted = eqx.debug.assert_max_traces(cholesky_step.__wrapped__, max_traces=1)
-    traced = eqx.filter_jit(counted)
-    calls, last = [], {}
-
-    def recording(*args, **kwargs):
-        out = traced(*args, **kwargs)
-        calls.append(out[5])  # this step's noises and fields
-        last["state"] = out[0]  # the states after the latest call
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_cholesky, "cholesky_step", recording)
-        chol, info, matrix = _run_both(
-            _default_task(), Tanh(), FeatureReadout(), param=PARAM, **DEFAULT
-        )
-    return dict(
-        chol=chol, info=info, matrix=matrix, noises=calls, state=last["state"], counted=counted
+    the jitted step of `evolve` wrapped in `eqx.debug.assert_max_traces` and its noises recorded
+    (`_record` at every step: the noise each step draws, and the histories after the last)."""
+    counted = eqx.debug.assert_max_traces(_evolve._step.__wrapped__, max_traces=1)
+    chol, info, matrix, initial = _run_both(
+        _default_task(),
+        Tanh(),
+        FeatureReadout(),
+        param=PARAM,
+        fn=_record,
+        step=eqx.filter_jit(counted, donate="all-except-first"),
+        **DEFAULT,
     )
+    ex = {k: np.asarray(v) for k, v in chol.extras.items()}
+    saves = range(ex["xi"].shape[1])
+    calls = [{"xi": ex["xi"][:, s], "rho": ex["rho"][:, s]} for s in saves]
+
+    def history(name, z):
+        hist = np.concatenate([ex[f"{name}_fields"][:, s] for s in saves], axis=-1)
+        return SimpleNamespace(hist=hist, L=ex[f"{name}_L"][:, -1], z=z)
+
+    state = SimpleNamespace(
+        xi=history("xi", initial.z_xi), rho=history("rho", initial.z_rho), count=ex["count"][:, -1]
+    )
+    return dict(chol=chol, info=info, matrix=matrix, noises=calls, state=state, counted=counted)
 
 
 def test_cholesky_agrees_with_matrix_realisation(recorded):
@@ -164,7 +226,7 @@ def test_cholesky_agrees_with_matrix_realisation_grid(act, readout, batch_size):
     """The same agreement for tanh/relu × P1/P2 × full/minibatch (K = 4, T = 6, M = 1024), and
     the t = 0 kernels (Θ(0) under P1, Θ̃(0) under P2) against spec §2."""
     param = nfd.DepthMuP(beta=1.0, gamma0=1.0)
-    chol, info, matrix = _run_both(
+    chol, info, matrix, _ = _run_both(
         _task(),
         act,
         readout,
@@ -186,7 +248,7 @@ def test_cholesky_agrees_with_matrix_realisation_grid(act, readout, batch_size):
 @pytest.mark.slow
 def test_cholesky_agrees_with_matrix_realisation_cross_entropy():
     """C = 3 outputs with cross-entropy: the ρ noise over (point, step, output) pairs."""
-    chol, _, matrix = _run_both(
+    chol, _, matrix, _ = _run_both(
         _task(out_dim=3, cross_entropy=True),
         Relu(),
         FeatureReadout(),
@@ -240,22 +302,17 @@ def _lazy(readout, kernel):
         f = f + lr * theta @ c
         ref.append(f)
     ref = np.asarray(jnp.stack(ref))[..., 0]  # (T+1, 7)
-    res, info = simulate_limit_cholesky(
-        task.x_train,
-        task.y_train,
-        task.x_test,
-        task.y_test,
+    res, info, _ = _cholesky(
+        task,
+        Tanh(),
+        readout,
         param=param,
-        activation=Tanh(),
-        num_particles=M,
-        num_layer_steps=K,
-        readout=readout,
-        loss=MSE(),
+        M=M,
+        K=K,
         lr=jnp.full((E,), lr),
         schedule=batch_schedule(5, 0, T, key=jr.key(0)),
         every=3,  # saved steps 0, 3, 6, 8: the unsaved steps skip the observables
         key=jr.key(8),
-        progress=False,
     )
     np.testing.assert_array_equal(res.steps, [0, 3, 6, 8])
     ref = ref[np.asarray(res.steps)]
@@ -342,15 +399,17 @@ def test_mode_a_and_too_many_pairs_are_rejected():
         param=nfd.DepthMuP(),
         activation=Tanh(),
         num_layer_steps=2,
+        num_steps=3,
         readout=FeatureReadout(),
         loss=MSE(),
-        lr=jnp.full((1,), 0.5),
-        schedule=jnp.zeros((3, 6), jnp.int32),
-        key=jr.key(2),
-        progress=False,
     )
-    data = (task.x_train, task.y_train, task.x_test, task.y_test)
+    points = Points.from_task(task)
     with pytest.raises(ValueError, match="limit.noise"):
-        simulate_limit_cholesky(*data, num_particles=64, coupling=nfd.ReusedWeights(), **kwargs)
+        CholeskyParticles(num_particles=64, coupling=nfd.ReusedWeights(), **kwargs)
     with pytest.raises(ValueError, match="particles"):
-        simulate_limit_cholesky(*data, num_particles=16, **kwargs)
+        dyn = CholeskyParticles(num_particles=16, coupling=nfd.DecoupledWeights(), **kwargs)
+        _draw(dyn, points, jr.split(jr.key(2), 1))
+    with pytest.raises(ValueError, match="one_layer"):
+        CholeskyParticles(
+            num_particles=64, coupling=nfd.DecoupledWeights(), block=nfd.TwoLayer(), **kwargs
+        )

@@ -7,14 +7,15 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import mean_se, unit_inputs
+from helpers import mean_se, simulate, unit_inputs
 
 import nfd
-from nfd.limit import FeatureReadout, NTKReadout, init_kernels, sample_particles, simulate_limit
-from nfd.limit._fixed_point import fixed_point
-from nfd.nn import Relu, Tanh
+from nfd.dynamics import Points, SaveAt, batch_schedule, evolve, save_steps
+from nfd.limit import init_kernels, sample_particles
+from nfd.limit._fixed_point import KernelFixedPoint, fixed_point_se
+from nfd.nn import MSE, AbstractLoss, CrossEntropy, FeatureReadout, NTKReadout, Relu, Tanh
 from nfd.param import AbstractParameterization
-from nfd.train import MSE, AbstractLoss, CrossEntropy, batch_schedule
+from nfd.tasks import Task
 
 K, T = 4, 4  # layer steps, training steps
 P, Q, D = 4, 2, 4  # train points, test points, input dimension
@@ -30,6 +31,14 @@ def _data(out_dim: int = 1):
     return x[:P], y[:P], x[P:], y[P:]
 
 
+def _task(out_dim: int = 1) -> Task:
+    xtr, ytr, xte, yte = _data(out_dim)
+    num_classes = 0 if out_dim == 1 else out_dim
+    return Task(
+        name="fp", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte, num_classes=num_classes
+    )
+
+
 def _fixed_point(
     act,
     readout,
@@ -41,44 +50,45 @@ def _fixed_point(
     out_dim: int = 1,
     num_samples: int = 2048,
     num_draw_sets: int = 8,
-    **kw,
+    ntk: bool = False,
+    kernels: bool = False,
+    **settings,
 ):
-    xtr, ytr, xte, yte = _data(out_dim)
-    return fixed_point(
-        xtr,
-        ytr,
-        xte,
-        yte,
+    """``num_draw_sets`` members (draw set ``e`` from ``jr.split(jr.key(2), E)[e]``) by `evolve`;
+    returns the trajectory and its stacked `FixedPointInfo`."""
+    dyn = KernelFixedPoint(
+        num_samples=num_samples,
+        num_layer_steps=K,
         param=nfd.DepthMuP() if param is None else param,
         activation=act,
-        num_layer_steps=K,
+        loss=MSE() if loss is None else loss,
         coupling=nfd.DecoupledWeights(),
         readout=readout,
-        loss=MSE() if loss is None else loss,
-        lr=lr,
-        schedule=schedule,
-        num_samples=num_samples,
-        num_draw_sets=num_draw_sets,
-        key=jr.key(2),
-        **kw,
+        **settings,
     )
+    num_steps = int(schedule.shape[0])
+    traj = evolve(
+        dyn,
+        Points.from_task(_task(out_dim)),
+        lr=jnp.full((num_draw_sets,), lr),
+        schedule=schedule,
+        saveat=SaveAt(steps=save_steps(num_steps, 1), ntk=ntk, kernels=kernels),
+        keys=jr.split(jr.key(2), num_draw_sets),
+    )
+    return traj, traj.info
 
 
 def _particles(
     act, readout, schedule, *, M, E, loss: AbstractLoss | None = None, lr=0.5, out_dim=1
 ):
-    xtr, ytr, xte, yte = _data(out_dim)
     parts = eqx.filter_vmap(
         lambda k: sample_particles(
             M, K, D, out_dim, sigma_out=1.0, coupling=nfd.DecoupledWeights(), key=k
         )
     )(jr.split(jr.key(3), E))
-    return simulate_limit(
+    return simulate(
         parts,
-        xtr,
-        ytr,
-        xte,
-        yte,
+        _task(out_dim),
         param=nfd.DepthMuP(),
         activation=act,
         readout=readout,
@@ -222,7 +232,7 @@ def test_residual_decreases_geometrically_below_tol():
     for row, n in zip(hist, np.asarray(info.iterations), strict=True):
         assert np.all(np.isfinite(row[:n])) and np.all(np.isnan(row[n:]))
     # the draw sets are independent: the Monte Carlo error is nonzero and O(S^-1/2)
-    assert 0 < float(jnp.max(info.f_train_se)) < 0.05
+    assert 0 < float(jnp.max(fixed_point_se(res)["f_train_se"])) < 0.05
 
 
 # -- T4: the lazy limit --------------------------------------------------------------------
@@ -257,16 +267,45 @@ def test_lazy_limit_is_kernel_gradient_descent(readout, theta):
 
 def test_mode_a_is_not_implemented():
     with pytest.raises(NotImplementedError, match="coupling"):
-        fixed_point(
-            *_data(),
+        KernelFixedPoint(
+            num_samples=64,
+            num_layer_steps=K,
             param=nfd.DepthMuP(),
             activation=Tanh(),
-            num_layer_steps=K,
+            loss=MSE(),
             coupling=nfd.ReusedWeights(),
             readout=NTKReadout(),
-            loss=MSE(),
-            lr=0.5,
-            schedule=jnp.zeros((0, P), jnp.int32),
-            num_samples=64,
-            key=jr.key(0),
         )
+
+
+def test_gamma0_and_lr_sweeps_compile_once(monkeypatch):
+    """η0 and the parameterization's scalars (γ0, β) are traced: members with other values reuse
+    one compiled solve (STYLE.md §4); `describe` reports the iterations and the max residual."""
+    import nfd.limit._fixed_point as fp
+
+    once = eqx.debug.assert_max_traces(fp._solve_path.__wrapped__, max_traces=1)  # type: ignore[attr-defined]
+    monkeypatch.setattr(fp, "_solve_path", eqx.filter_jit(once))
+    x = unit_inputs(3, 2, key=jr.key(0))
+    points = Points(x=x, y=x[:, :1], num_train=2)
+    schedule = batch_schedule(2, 0, 2, key=jr.key(1))
+    for gamma0 in (0.5, 2.0):
+        dyn = KernelFixedPoint(
+            num_samples=64,
+            num_layer_steps=2,
+            param=nfd.DepthMuP(gamma0=gamma0, beta=1.0 + gamma0),
+            activation=Tanh(),
+            loss=MSE(),
+            coupling=nfd.DecoupledWeights(),
+            orthogonalize=False,
+        )
+        traj = evolve(
+            dyn,
+            points,
+            lr=jnp.asarray([0.1, 0.3]),
+            schedule=schedule,
+            saveat=SaveAt(steps=(0, 1, 2)),
+            keys=jr.split(jr.key(2), 2),
+        )
+        assert bool(jnp.all(traj.info.converged))
+        line = dyn.describe(traj)
+        assert line is not None and "iterations" in line and "max residual" in line

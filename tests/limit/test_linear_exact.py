@@ -1,4 +1,4 @@
-"""`linear_exact` (spec NFD.md §4.4): the exact n = ∞ dynamics of linear ResNets, checked against
+"""`LinearExact` (spec NFD.md §4.4): the exact n = ∞ dynamics of linear ResNets, checked against
 closed forms (§2, §3.3, §3.5), the spec's exact linear numbers (§5.2, T3), the particle method
 (§4.1) and finite networks (§1).
 
@@ -13,14 +13,14 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import mean_se, slope
+from helpers import mean_se, simulate, slope, train
 
 import nfd
-from nfd.limit import FeatureReadout, NTKReadout, init_kernels, sample_particles, simulate_limit
-from nfd.limit._linear_exact import first_step_response, linear_exact
-from nfd.nn import Linear, Tanh
+from nfd.dynamics import Points, SaveAt, evolve, save_steps
+from nfd.limit import init_kernels, sample_particles
+from nfd.limit._linear_exact import LinearExact, first_step_response
+from nfd.nn import MSE, CrossEntropy, FeatureReadout, Linear, NTKReadout, Tanh
 from nfd.tasks import Task
-from nfd.train import MSE, CrossEntropy, train
 
 REUSED, DECOUPLED = nfd.ReusedWeights(), nfd.DecoupledWeights()
 P1, P2 = NTKReadout(), FeatureReadout()
@@ -50,21 +50,46 @@ def _schedule(num_train, batch_size, num_steps):
     return jnp.asarray(np.array(idx, dtype=np.int64).reshape(num_steps, batch_size))
 
 
-def _exact(task, coupling, readout, K, T, *, lr=0.2, param=None, batch_size=0, **kw):
+def _points(task):
     x, y, xq, yq = task
-    return linear_exact(
-        x,
-        y,
-        xq,
-        yq,
-        param=nfd.DepthMuP() if param is None else param,
+    return Points(x=jnp.concatenate([x, xq]), y=jnp.concatenate([y, yq]), num_train=x.shape[0])
+
+
+def _as_task(task):
+    x, y, xq, yq = task
+    return Task(name="sign", x_train=x, y_train=y, x_test=xq, y_test=yq, num_classes=0)
+
+
+def _exact(
+    task,
+    coupling,
+    readout,
+    K,
+    T,
+    *,
+    lr=0.2,
+    param=None,
+    batch_size=0,
+    loss=None,
+    ntk=False,
+    kernels=False,
+    layer_times=(0.0, 0.5, 1.0),
+):
+    """The exact limit run through `evolve` (one member, every step saved)."""
+    dyn = LinearExact(
         num_layer_steps=K,
+        param=nfd.DepthMuP() if param is None else param,
+        activation=Linear(),
+        loss=MSE() if loss is None else loss,
         coupling=coupling,
         readout=readout,
-        loss=kw.pop("loss", MSE()),
-        lr=lr,
-        schedule=_schedule(x.shape[0], batch_size, T),
-        **kw,
+    )
+    return evolve(
+        dyn,
+        _points(task),
+        lr=jnp.full((1,), lr),
+        schedule=_schedule(task[0].shape[0], batch_size, T),
+        saveat=SaveAt(steps=save_steps(T, 1), ntk=ntk, kernels=kernels, layer_times=layer_times),
     )
 
 
@@ -74,7 +99,7 @@ def _f_all(res):
 
 
 def _np(a):
-    """An optional `TrainResult` array as numpy (it must have been requested)."""
+    """An optional `Trajectory` array as numpy (it must have been requested)."""
     assert a is not None
     return np.asarray(a)
 
@@ -242,7 +267,7 @@ def test_spec_second_set_gaps():
     ids=["A-P1-minibatch", "B-P2-minibatch", "A-P2", "B-P1"],
 )
 def test_particles_agree_within_standard_errors(coupling, readout, batch_size):
-    """`simulate_limit` with Linear() (M = 256, E = 16 repetitions) agrees with the exact limit:
+    """`MatrixParticles` with Linear() (M = 256, E = 16 repetitions) agrees with the exact limit:
     f on train and test points, the reported NTK (Θ̃ for mode B with P2), the h and g kernels,
     h_rms, h_movement and block_movement, at every step, within 4 SE plus the particles' O(1/M) bias (spec §7.1). That bias was measured
     here (M = 128…1024, 256 repetitions at M = 128): M·|bias| stays constant, ≤ 4.3 × max|exact|
@@ -255,18 +280,18 @@ def test_particles_agree_within_standard_errors(coupling, readout, batch_size):
     particles = eqx.filter_vmap(
         lambda k: sample_particles(M, K, 8, 1, sigma_out=1.0, coupling=coupling, key=k)
     )(jr.split(jr.key(5), E))
-    sim = simulate_limit(
+    sim = simulate(
         particles,
-        *task,
+        _as_task(task),
         param=nfd.DepthMuP(),
         activation=Linear(),
         readout=readout,
         loss=MSE(),
         lr=jnp.full((E,), lr),
         schedule=_schedule(4, batch_size, T),
+        coupling=coupling,
         ntk=True,
         kernels=True,
-        progress=False,
     )
     pairs = [
         (_f_all(sim)[:, 1:], _f_all(exact)[0, 1:]),  # f(0) = 0 in both
@@ -289,8 +314,7 @@ def test_particles_agree_within_standard_errors(coupling, readout, batch_size):
 # -- against finite networks (spec §1) ------------------------------------------------------------
 def _finite_pair_means(backward, n, num_pairs, task, L, T, lr, *, key):
     """Seed means of f (train and test) over antithetic pairs v(0) ↔ −v(0) of finite linear nets."""
-    x, y, xq, yq = task
-    D = x.shape[1]
+    D = task[0].shape[1]
     models = eqx.filter_vmap(
         lambda k: nfd.ResNet(
             D, 1, n, L, param=nfd.DepthMuP(), activation=Linear(), backward=backward, key=k
@@ -302,7 +326,7 @@ def _finite_pair_means(backward, n, num_pairs, task, L, T, lr, *, key):
     )
     res = train(
         both,
-        Task(name="sign", x_train=x, y_train=y, x_test=xq, y_test=yq, num_classes=0),
+        _as_task(task),
         optimizer="sgd",
         loss=MSE(),
         lr=jnp.full((2 * num_pairs,), lr),
@@ -408,16 +432,16 @@ def test_cross_entropy_with_three_classes_matches_particles(coupling, readout):
     particles = eqx.filter_vmap(
         lambda k: sample_particles(M, K, 6, 3, sigma_out=1.0, coupling=coupling, key=k)
     )(jr.split(jr.key(10), E))
-    sim = simulate_limit(
+    sim = simulate(
         particles,
-        *task,
+        _as_task(task),
         param=nfd.DepthMuP(),
         activation=Linear(),
         readout=readout,
         loss=CrossEntropy(),
         lr=jnp.full((E,), lr),
         schedule=_schedule(5, 3, T),
-        progress=False,
+        coupling=coupling,
     )
     mean, se = mean_se(_f_all(sim)[:, 1:])
     ref = _f_all(exact)[0, 1:]
@@ -426,28 +450,29 @@ def test_cross_entropy_with_three_classes_matches_particles(coupling, readout):
 
 
 def test_invalid_uses_are_rejected():
-    """Non-linear activations, non-SGD optimizers and out-of-range batches raise, naming the key."""
-    x, y, _, _ = _sign_task(3, 0, 4, seed=11)
-    run = functools.partial(
-        linear_exact,
-        x,
-        y,
-        x[:0],
-        y[:0],
-        param=nfd.DepthMuP(),
+    """Non-linear activations, two-layer blocks and out-of-range batches raise, naming the key."""
+    task = _sign_task(3, 0, 4, seed=11)
+    make = functools.partial(
+        LinearExact,
         num_layer_steps=2,
+        param=nfd.DepthMuP(),
+        loss=MSE(),
         coupling=REUSED,
         readout=P2,
-        loss=MSE(),
-        lr=0.1,
     )
     sched = _schedule(3, 0, 2)
     with pytest.raises(ValueError, match="linear_exact.*activation"):
-        run(schedule=sched, activation=Tanh())
-    with pytest.raises(ValueError, match="linear_exact.*sgd"):
-        run(schedule=sched, optimizer="adam")
+        make(activation=Tanh())
+    with pytest.raises(ValueError, match="linear_exact.*block"):
+        make(activation=Linear(), block=nfd.TwoLayer())
     with pytest.raises(ValueError, match="schedule"):
-        run(schedule=sched + 3)
+        evolve(
+            make(activation=Linear()),
+            _points(task),
+            lr=jnp.full((1,), 0.1),
+            schedule=sched + 3,
+            saveat=SaveAt(steps=save_steps(2, 1)),
+        )
 
 
 def test_divergence_is_reported():

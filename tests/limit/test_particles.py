@@ -6,21 +6,17 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import mean_se, slope, unit_inputs
+from helpers import mean_se, simulate_limit, slope, train, unit_inputs
 
 import nfd
-from nfd.limit import (
-    FeatureReadout,
-    NTKReadout,
-    init_kernels,
-    particles_from_resnet,
-    sample_particles,
-    simulate_limit,
-)
+from nfd.dynamics import batch_schedule
+from nfd.limit import Particles, init_kernels, particles_from_resnet, sample_particles
 from nfd.model import empirical_ntk
-from nfd.nn import Erf, Linear, Relu, Tanh
+from nfd.nn import MSE, CrossEntropy, Erf, FeatureReadout, Linear, NTKReadout, Relu, Tanh
 from nfd.tasks import teacher_student
-from nfd.train import MSE, CrossEntropy, batch_schedule, make_optimizer, train
+from nfd.train import SGD, tensors, with_tensors
+
+BLOCKS = {"one_layer": nfd.OneLayer(), "two_layer": nfd.TwoLayer()}
 
 
 def _batch(tree):
@@ -63,7 +59,7 @@ def test_matrix_particles_with_finite_weights_are_the_finite_network(
         param=param,
         activation=Tanh(),
         backward=backward,
-        block=block,
+        block=BLOCKS[block],
         key=jr.key(1),
     )
     lr, T = 0.4, 12
@@ -123,10 +119,12 @@ def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk(block):
     task = teacher_student(n_train=6, n_test=2, in_dim=4, key=jr.key(3))
     a = 1.0 if block == "two_layer" else 0.0
     param = nfd.DepthMuP(beta=1.0, gamma0=1.0, first_layer_lr_exponent=a)
-    model = nfd.ResNet(4, 1, 20, 3, param=param, activation=Erf(), block=block, key=jr.key(4))
+    model = nfd.ResNet(
+        4, 1, 20, 3, param=param, activation=Erf(), block=BLOCKS[block], key=jr.key(4)
+    )
     lr, T = 0.5, 6
     x_all = jnp.concatenate([task.x_train, task.x_test])
-    opt = make_optimizer("sgd", model)
+    rates = SGD().rates(param, model.width, model.in_dim, model.depth, model.block)
     f = jnp.zeros((8, 1))
     ref = [f]
     m = model
@@ -134,13 +132,16 @@ def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk(block):
         theta = empirical_ntk(m, x_all)
         c = jnp.zeros((8, 1)).at[:6].set((task.y_train - f[:6]) / 6)
 
-        def surrogate(mm, c=c):
-            return -jnp.sum(jax.lax.stop_gradient(c)[:6] * jax.vmap(mm)(task.x_train))
+        def surrogate(ts, m=m, c=c):
+            f_m = jax.vmap(with_tensors(m, ts))(task.x_train)
+            return -jnp.sum(jax.lax.stop_gradient(c)[:6] * f_m)
 
-        grads = eqx.filter_grad(surrogate)(m)
-        params = eqx.filter(m, eqx.is_array)
-        upd, _ = opt.update(grads, opt.init(params), params)
-        m = eqx.apply_updates(m, jax.tree.map(lambda u: lr * u, upd))
+        grads = jax.grad(surrogate)(tensors(m))
+        names = m.block.tensors
+        m = with_tensors(
+            m,
+            tuple(t - lr * rates[n] * g for n, t, g in zip(names, tensors(m), grads, strict=True)),
+        )
         f = f + lr * theta @ c
         ref.append(f)
     lim = simulate_limit(
@@ -166,7 +167,7 @@ def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk(block):
 def _sample(E, M, K, D, C, sigma_out, coupling, key, block="one_layer"):
     return eqx.filter_vmap(
         lambda k: sample_particles(
-            M, K, D, C, sigma_out=sigma_out, coupling=coupling, block=block, key=k
+            M, K, D, C, sigma_out=sigma_out, coupling=coupling, block=BLOCKS[block], key=k
         )
     )(jr.split(key, E))
 
@@ -190,7 +191,7 @@ def test_init_kernels_match_recursion_within_4_se(act, block, coupling):
     P, D, K, M, E = 3, 5, 6, 512, 12
     xs = unit_inputs(P, D, key=jr.key(5))
     ys = jnp.zeros((P, 1))
-    ref = init_kernels(param, act, xs @ xs.T / D, K, block)
+    ref = init_kernels(param, act, xs @ xs.T / D, K, BLOCKS[block])
     theta = ref.Theta if isinstance(coupling, nfd.ReusedWeights) else ref.Theta_decoupled
     res = simulate_limit(
         _sample(E, M, K, D, 1, 1.2, coupling, jr.key(6), block),
@@ -269,33 +270,43 @@ def test_lazy_limit_is_kernel_gradient_descent(coupling, readout, kernel):
 
 
 def test_particle_error_has_slope_minus_half_in_m():
-    """T5a: the RMS error of the particle Θ(0) against the recursion falls like M^{-1/2}."""
+    """T5a: the RMS error of the particle Θ(0) against the recursion falls like M^{-1/2}, slope
+    −0.5 ± 0.1 (the spec's tolerance). Measured spread of the fitted slope over 8 independent
+    particle draws: SD 0.12 with P = 3 probe points and 6 repetitions (the former design, for
+    which ± 0.15 was ≈ 1.3 SD), 0.063 with P = 8, 0.050 with P = 16 (more kernel entries per
+    draw cost nothing extra: W dominates); with P = 16 and 18 repetitions (3 chunks of 6, to
+    bound memory) the SD is ≈ 0.050·sqrt(6/18) ≈ 0.029, so ± 0.1 is ≈ 3.4 SD (mean slope
+    measured −0.498)."""
     param = nfd.DepthMuP()
-    P, D, K, E = 3, 4, 4, 6
+    P, D, K, E, chunks = 16, 16, 4, 6, 3
     xs = unit_inputs(P, D, key=jr.key(9))
     ys = jnp.zeros((P, 1))
     exact = np.asarray(init_kernels(param, Relu(), xs @ xs.T / D, K).Theta)
     Ms = [64, 128, 256, 512, 1024]
+    sample = eqx.filter_jit(_sample)  # one compiled draw per M (an eager vmap compiles per op)
     errs = []
     for i, M in enumerate(Ms):
-        res = simulate_limit(
-            _sample(E, M, K, D, 1, 1.0, nfd.ReusedWeights(), jr.key(10 + i)),
-            xs,
-            ys,
-            xs[:0],
-            ys[:0],
-            param=param,
-            activation=Relu(),
-            readout=FeatureReadout(),
-            loss=MSE(),
-            lr=jnp.full((E,), 0.1),
-            schedule=jnp.zeros((0, P), int),
-            ntk=True,
-            progress=False,
-        )
-        errs.append(np.sqrt(np.mean((np.asarray(res.ntk[:, 0]) - exact) ** 2)))
+        sq = []
+        for c in range(chunks):
+            res = simulate_limit(
+                sample(E, M, K, D, 1, 1.0, nfd.ReusedWeights(), jr.fold_in(jr.key(10 + i), c)),
+                xs,
+                ys,
+                xs[:0],
+                ys[:0],
+                param=param,
+                activation=Relu(),
+                readout=FeatureReadout(),
+                loss=MSE(),
+                lr=jnp.full((E,), 0.1),
+                schedule=jnp.zeros((0, P), int),
+                ntk=True,
+                progress=False,
+            )
+            sq.append(np.mean((np.asarray(res.ntk[:, 0]) - exact) ** 2))
+        errs.append(np.sqrt(np.mean(sq)))
     s = slope(Ms, errs)
-    assert abs(s + 0.5) < 0.15, (s, errs)
+    assert abs(s + 0.5) < 0.1, (s, errs)
 
 
 def test_cross_entropy_and_multiple_outputs_match_finite_network():
@@ -371,7 +382,6 @@ def test_linear_first_step_decoupled_ratio(K):
 def test_euler_error_has_slope_minus_one_in_k():
     """T5b: on nested increments (one path of W matrices summed to coarser grids), the particle
     trajectory at K = 4…16 approaches the K = 64 solution with weak order 1 (slope −1 ± 0.25)."""
-    from nfd.limit import Particles
 
     task = teacher_student(n_train=4, n_test=0, in_dim=4, key=jr.key(30))
     M, K_fine, E, T = 256, 64, 2, 3
@@ -380,7 +390,7 @@ def test_euler_error_has_slope_minus_one_in_k():
     def coarse(k):  # sum the fine increments dB = W/√K_fine into k steps; W_k = √k · dB_k
         f = K_fine // k
         W = fine.W.reshape(E, k, f, M, M).sum(axis=2) / f**0.5
-        return Particles(U=fine.U, W=W, W_back=W, v=fine.v, coupling=fine.coupling)
+        return Particles(U=fine.U, W=W, W_back=W, v=fine.v)
 
     def run(parts):
         res = simulate_limit(
@@ -413,12 +423,15 @@ def test_euler_error_has_slope_minus_one_in_k():
 
 def test_particle_step_compiles_once():
     """No retracing across training steps (and across learning rates of the same shape)."""
-    from nfd.limit import _particles as mod
+    from nfd.dynamics import _evolve as mod
 
     task = teacher_student(n_train=6, n_test=2, in_dim=4, key=jr.key(40))
-    step = eqx.filter_jit(eqx.debug.assert_max_traces(mod.particle_step.__wrapped__, max_traces=1))
-    orig = mod.particle_step
-    mod.particle_step = step
+    step = eqx.filter_jit(
+        eqx.debug.assert_max_traces(mod._step.__wrapped__, max_traces=1),
+        donate="all-except-first",
+    )
+    orig = mod._step
+    mod._step = step
     try:
         for lr in (0.1, 0.2):
             simulate_limit(
@@ -436,20 +449,22 @@ def test_particle_step_compiles_once():
                 progress=False,
             )
     finally:
-        mod.particle_step = orig
+        mod._step = orig
     assert eqx.debug.get_num_traces(step) == 1
 
 
 @pytest.mark.slow
 def test_particle_error_slope_over_the_issue_range():
-    """T5a at the issue's sizes, M = 256 … 8192 (one repetition at a time to bound memory).
+    """T5a at the issue's sizes, M = 256 … 8192 (one repetition at a time to bound memory), with
+    the spec's tolerance ± 0.1.
 
-    The RMS error at each M is estimated from E = 16 repetitions × 6 kernel entries, so log(err)
-    has a standard error ≈ 1/sqrt(2·16·3) ≈ 0.1 (≈ 3 effectively independent entries); over six
-    M's spanning ln 32 the fitted slope then has SE ≈ 0.04, and the issue's ± 0.15 is ≈ 3.5 SE
-    (with E = 4 the slope's SE was ≈ 0.1 and a −0.69 fluctuation was seen)."""
+    Measured at the default-tier sizes (M = 64 … 1024, 6 repetitions, 8 independent draws): the
+    fitted slope has SD 0.12 with P = 3 probe points and 0.050 with P = 16. Here P = 16, E = 16
+    repetitions (SD × sqrt(6/16)) and six M's spanning ln 32 instead of five spanning ln 16 (the
+    lever arm divides the SD by ≈ 1.3) give SD ≈ 0.050 × 0.61 / 1.3 ≈ 0.024, so ± 0.1 is ≈ 4 SD
+    (with P = 3 the SD was ≈ 0.06 and ± 0.15 was needed)."""
     param = nfd.DepthMuP()
-    P, D, K, E = 3, 4, 2, 16
+    P, D, K, E = 16, 16, 2, 16
     xs = unit_inputs(P, D, key=jr.key(50))
     ys = jnp.zeros((P, 1))
     exact = np.asarray(init_kernels(param, Tanh(), xs @ xs.T / D, K).Theta)
@@ -477,4 +492,4 @@ def test_particle_error_slope_over_the_issue_range():
             sq.append(np.mean((np.asarray(res.ntk[0, 0]) - exact) ** 2))
         errs.append(np.sqrt(np.mean(sq)))
     s = slope(Ms, errs)
-    assert abs(s + 0.5) < 0.15, (s, errs)
+    assert abs(s + 0.5) < 0.1, (s, errs)

@@ -10,7 +10,9 @@ import pytest
 
 from nfd.limit import InitKernels, init_kernels
 from nfd.nn import Erf, Gelu, Linear, Relu, Tanh
-from nfd.param import CompleteP, DepthMuP, MuP
+from nfd.param import CompleteP, DepthMuP, MuP, OneLayer, TwoLayer
+
+BLOCKS = {"one_layer": OneLayer(), "two_layer": TwoLayer()}
 
 UNIT = jnp.ones((1, 1))  # one input with K^x = |x|²/D = 1
 
@@ -115,7 +117,7 @@ PARAMS = {
 def test_full_kernels_match_numpy_reference(case, act):
     pname, depth, block, b2, m = case
     kx = unit_norm_gram(4, 6, seed=0)
-    out = init_kernels(PARAMS[pname], act, jnp.asarray(kx), depth, block)
+    out = init_kernels(PARAMS[pname], act, jnp.asarray(kx), depth, BLOCKS[block])
     h_last, g0, theta, theta_dec = np_reference(act.name, kx, depth, block, 0.8, 1.2, b2, m)
     np.testing.assert_allclose(out.H[-1], h_last, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(out.G[0], g0, rtol=1e-12, atol=1e-14)
@@ -186,7 +188,7 @@ def test_continuum_error_is_first_order_in_depth():
 )
 def test_quadrature_activations_give_symmetric_psd_kernels(act, block):
     kx = jnp.asarray(unit_norm_gram(3, 6, seed=3))
-    out = init_kernels(DepthMuP(), act, kx, 8, block)
+    out = init_kernels(DepthMuP(), act, kx, 8, BLOCKS[block])
     for mat in (out.H[-1], out.G[0], out.Theta):
         np.testing.assert_array_equal(mat, mat.T)
         assert float(jnp.min(jnp.linalg.eigvalsh(mat))) > 0

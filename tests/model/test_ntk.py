@@ -11,8 +11,10 @@ from helpers import mean_se, slope, unit_inputs
 import nfd
 from nfd.limit import init_kernels
 from nfd.model import empirical_ntk
-from nfd.nn import Erf, Relu, Tanh
-from nfd.train import MSE, CrossEntropy, make_optimizer
+from nfd.nn import MSE, CrossEntropy, Erf, Relu, Tanh
+from nfd.train import SGD, tensors, with_tensors
+
+BLOCKS = {"one_layer": nfd.OneLayer(), "two_layer": nfd.TwoLayer()}
 
 
 def jacobian_ntk(model: nfd.ResNet, xs, *, full: bool = False):
@@ -62,7 +64,15 @@ def test_field_ntk_equals_jacobian_ntk(block, backward, param_cls):
     a = 0.5 if block == "two_layer" else 0.0
     param = param_cls(beta=1.3, gamma0=0.6, sigma_in=0.8, sigma_out=1.2, first_layer_lr_exponent=a)
     model = nfd.ResNet(
-        5, 2, 16, 3, param=param, activation=Tanh(), block=block, backward=backward, key=jr.key(0)
+        5,
+        2,
+        16,
+        3,
+        param=param,
+        activation=Tanh(),
+        block=BLOCKS[block],
+        backward=backward,
+        key=jr.key(0),
     )
     xs = unit_inputs(4, 5, key=jr.key(1))
     np.testing.assert_allclose(
@@ -82,22 +92,26 @@ def test_first_order_identity_has_slope_two(block, loss, out_dim, a):
     """T2d: ‖f(1) − f(0) − η0 Θ(0) c(0)‖ = O(η0²), slope 2 ± 0.2 in η0."""
     param = nfd.DepthMuP(beta=1.0, first_layer_lr_exponent=a)
     model = nfd.ResNet(
-        6, out_dim, 32, 4, param=param, activation=Tanh(), block=block, key=jr.key(2)
+        6, out_dim, 32, 4, param=param, activation=Tanh(), block=BLOCKS[block], key=jr.key(2)
     )
     xs = unit_inputs(5, 6, key=jr.key(3))
     ys = jax.nn.one_hot(jnp.arange(5) % out_dim, out_dim) if out_dim > 1 else jnp.sign(xs[:, :1])
     theta = jacobian_ntk(model, xs, full=True)  # (P, C, P, C)
-    opt = make_optimizer("sgd", model)
-    params = eqx.filter(model, eqx.is_array)
+    rates = SGD().rates(param, model.width, model.in_dim, model.depth, model.block)
     f0 = jax.vmap(model)(xs)
     c0 = jax.vmap(loss.error_signal)(f0, ys) / xs.shape[0]
 
-    grads = eqx.filter_grad(lambda m: jnp.mean(jax.vmap(loss)(jax.vmap(m)(xs), ys)))(model)
-    updates, _ = opt.update(grads, opt.init(params), params)
+    def mean_loss(ts):
+        return jnp.mean(jax.vmap(loss)(jax.vmap(with_tensors(model, ts))(xs), ys))
+
+    grads = jax.grad(mean_loss)(tensors(model))
+    updates = [-rates[n] * g for n, g in zip(model.block.tensors, grads, strict=True)]
 
     @eqx.filter_jit
     def residual(lr):
-        m1 = eqx.apply_updates(model, jax.tree.map(lambda u: lr * u, updates))
+        m1 = with_tensors(
+            model, tuple(t + lr * u for t, u in zip(tensors(model), updates, strict=True))
+        )
         pred = f0 + lr * jnp.einsum("paqb,qb->pa", theta, c0)
         return jnp.linalg.norm(jax.vmap(m1)(xs) - pred)
 

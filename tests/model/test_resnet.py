@@ -11,6 +11,8 @@ from helpers import unit_inputs
 import nfd
 from nfd.nn import Erf, Relu, Tanh
 
+BLOCKS = {"one_layer": nfd.OneLayer(), "two_layer": nfd.TwoLayer()}
+
 
 def numpy_fields(model: nfd.ResNet, x, decoupled: bool):
     """Spec §1.1–§1.2 written out in numpy: h_ℓ, and g_ℓ = γ0 n ∂f/∂h_ℓ by the explicit recursion."""
@@ -26,7 +28,7 @@ def numpy_fields(model: nfd.ResNet, x, decoupled: bool):
     hs, zs = [p.sigma_in / np.sqrt(D) * U @ x], []
     for l in range(L):
         h = hs[-1]
-        if model.block == "one_layer":
+        if not model.block.two_layer:
             hs.append(h + b * Ws[0][l] @ phi(h) / np.sqrt(n))
         else:
             z = Ws[0][l] @ phi(h) / np.sqrt(n)
@@ -37,7 +39,7 @@ def numpy_fields(model: nfd.ResNet, x, decoupled: bool):
     gz = [None] * L
     g[L] = dphi(hs[L])[None, :] * v.T  # (C, n)
     for l in reversed(range(L)):
-        if model.block == "one_layer":
+        if not model.block.two_layer:
             Wb = Ws[0][l] + Es[0][l]
             g[l] = g[l + 1] + b * dphi(hs[l])[None] * (g[l + 1] @ Wb) / np.sqrt(n)
         else:
@@ -53,11 +55,19 @@ def numpy_fields(model: nfd.ResNet, x, decoupled: bool):
 def test_fields_match_explicit_recursion(block, backward, act):
     param = nfd.DepthMuP(beta=1.3, gamma0=0.7, sigma_in=0.8, sigma_out=1.2)
     model = nfd.ResNet(
-        5, 3, 24, 4, param=param, activation=act, block=block, backward=backward, key=jr.key(1)
+        5,
+        3,
+        24,
+        4,
+        param=param,
+        activation=act,
+        block=BLOCKS[block],
+        backward=backward,
+        key=jr.key(1),
     )
     x = unit_inputs(1, 5, key=jr.key(2))[0]
     fields = model.fields(x)
-    f, hs, g, gz = numpy_fields(model, x, decoupled=backward.name == "decoupled")
+    f, hs, g, gz = numpy_fields(model, x, decoupled=backward.decoupled)
     np.testing.assert_allclose(fields.f, f, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(fields.h, hs, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(fields.g, g, rtol=1e-11, atol=1e-12)
@@ -69,22 +79,24 @@ def test_parameterizations_branch_and_rates():
     """Spec §1.3: depth-muP SGD rates are η0γ0²n (flat in L); Adam block rate η0/sqrt(nL)."""
     p = nfd.DepthMuP(gamma0=0.5, sigma_in=2.0)
     assert p.branch_multiplier(16) == pytest.approx(0.25)
-    sgd = p.sgd_rates(0.1, 64, 16, "two_layer")
+    sgd = p.sgd_rates(0.1, 64, 16, nfd.TwoLayer())
     assert sgd == pytest.approx({"U": 1.6, "W1": 1.6, "W2": 1.6, "v": 1.6})
     adam = p.adam_rates(0.1, 64, 9, 16)
     assert adam == pytest.approx({"U": 0.1 / (2.0 * 3.0), "W": 0.1 / 32.0, "v": 0.05})
     q = nfd.DepthMuP(first_layer_lr_exponent=0.5)
-    assert q.sgd_multipliers(16, "two_layer")["W1"] == pytest.approx(4.0)
+    assert q.sgd_multipliers(16, nfd.TwoLayer())["W1"] == pytest.approx(4.0)
     assert nfd.CompleteP().effective_branch_sq(8) == pytest.approx(1 / 8)
     assert nfd.MuP(beta=0.5).effective_branch_sq(8) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="first_layer_lr_exponent"):
-        q.sgd_multipliers(4, "one_layer")
+        q.sgd_multipliers(4, nfd.OneLayer())
 
 
 def test_decoupled_with_equal_initial_weights_reproduces_reused():
     """Spec §1.6: with W̃(0) = W(0) (E = 0) the decoupled network is the reused one, every step."""
+    from helpers import train
+
+    from nfd.nn import MSE
     from nfd.tasks import teacher_student
-    from nfd.train import MSE, train
 
     task = teacher_student(n_train=12, n_test=4, in_dim=6, key=jr.key(0))
     param = nfd.DepthMuP(beta=1.2)

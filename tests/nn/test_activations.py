@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.special
 
+from nfd.config import ACTIVATIONS
 from nfd.nn import (
-    ACTIVATIONS,
     AbstractActivation,
     Erf,
     Gelu,

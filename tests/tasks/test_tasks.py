@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from nfd.tasks import Task, build_task, digits, mnist1d, npz, teacher_student
+from nfd.config._tasks import make_task as build_task
+from nfd.tasks import Task, digits, mnist1d, npz, teacher_student
 
 
 def _gauss_expectation(f, order: int = 101) -> float:

@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import slope
+from helpers import slope, train
 
 import nfd
-from nfd.nn import Relu
+from nfd.dynamics import _evolve as evolve_module
+from nfd.dynamics import batch_schedule, save_steps
+from nfd.nn import MSE, Relu
 from nfd.tasks import teacher_student
-from nfd.train import MSE, batch_schedule, save_steps, train
-from nfd.train import _train as train_module
 
 TASK = dict(n_train=8, n_test=4, in_dim=8)
 
@@ -78,15 +78,16 @@ def test_batch_schedule_epochs_are_permutations():
 
 
 def test_one_compile_across_steps(monkeypatch):
-    """make_step and observe trace once for a whole run (no retracing across steps)."""
+    """The loop's step and observe trace once for a whole run (no retracing across steps)."""
     step = eqx.filter_jit(
-        eqx.debug.assert_max_traces(train_module.make_step.__wrapped__, max_traces=1)
+        eqx.debug.assert_max_traces(evolve_module._step.__wrapped__, max_traces=1),
+        donate="all-except-first",
     )
     obs = eqx.filter_jit(
-        eqx.debug.assert_max_traces(train_module.observe.__wrapped__, max_traces=1)
+        eqx.debug.assert_max_traces(evolve_module._observe.__wrapped__, max_traces=1)
     )
-    monkeypatch.setattr(train_module, "make_step", step)
-    monkeypatch.setattr(train_module, "observe", obs)
+    monkeypatch.setattr(evolve_module, "_step", step)
+    monkeypatch.setattr(evolve_module, "_observe", obs)
     task = teacher_student(n_train=12, n_test=0, in_dim=4, key=jr.key(2))
     res = _run(nfd.DepthMuP(), 16, 3, steps=6, task=task, batch_size=4, optimizer="adam")
     assert res.steps.shape == (7,)
@@ -160,3 +161,23 @@ def test_lr_ensemble_equals_separate_runs(optimizer):
             progress=False,
         )
         np.testing.assert_allclose(both.f_train[i], one.f_train[0], rtol=1e-12, atol=1e-14)
+
+
+def test_gamma0_and_beta_scan_compiles_once(monkeypatch):
+    """γ0 and β are traced array leaves of the parameterization (STYLE.md §3): a scan over their
+    values reuses one compilation of the loop's step, and the values do reach the dynamics (the
+    runs differ)."""
+    step = eqx.filter_jit(
+        eqx.debug.assert_max_traces(evolve_module._step.__wrapped__, max_traces=1),
+        donate="all-except-first",
+    )
+    monkeypatch.setattr(evolve_module, "_step", step)
+    task = teacher_student(n_train=12, n_test=0, in_dim=4, key=jr.key(2))
+    runs = [
+        _run(nfd.DepthMuP(gamma0=g, beta=b), 16, 3, steps=3, task=task)
+        for g, b in ((0.5, 1.0), (1.5, 1.0), (1.5, 0.7))
+    ]
+    assert eqx.debug.get_num_traces(step) == 1
+    finals = [np.asarray(r.f_train[0, -1]) for r in runs]
+    assert np.max(np.abs(finals[0] - finals[1])) > 1e-3
+    assert np.max(np.abs(finals[1] - finals[2])) > 1e-3

@@ -7,15 +7,25 @@ network whose infinite-width limit is the gradient-independence assumption (GIA,
 """
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
-import jax
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
 class AbstractBackwardWeights(eqx.Module):
-    """How the backward pass treats a residual block's weight matrix."""
+    """How the backward pass treats a residual block's weight matrix.
+
+    One type for one concept: the finite network's `model.backward` (``reused`` | ``decoupled``)
+    and the limit's `limit.coupling` (``exact`` = mode A | ``decoupled`` = mode B) both build one
+    of these (`nfd.config`).
+
+    Attributes:
+        decoupled: whether the backward pass uses an independent copy ``W̃`` (mode B, GIA).
+    """
+
+    decoupled: ClassVar[bool]
 
     @property
     @abc.abstractmethod
@@ -32,6 +42,8 @@ class AbstractBackwardWeights(eqx.Module):
 class ReusedWeights(AbstractBackwardWeights):
     """Standard backpropagation: the backward pass reuses the forward weights (mode A's network)."""
 
+    decoupled: ClassVar[bool] = False
+
     @property
     def name(self) -> str:
         return "reused"
@@ -44,6 +56,8 @@ class ReusedWeights(AbstractBackwardWeights):
 class DecoupledWeights(AbstractBackwardWeights):
     """GIA: the backward pass uses an independent initial copy plus the same updates (mode B)."""
 
+    decoupled: ClassVar[bool] = True
+
     @property
     def name(self) -> str:
         return "decoupled"
@@ -52,31 +66,4 @@ class DecoupledWeights(AbstractBackwardWeights):
         return jr.normal(key, w.shape, w.dtype) - w
 
 
-BACKWARD: dict[str, type[AbstractBackwardWeights]] = {
-    "reused": ReusedWeights,
-    "decoupled": DecoupledWeights,
-}
-
-
-def block_matvec(
-    w: Float[Array, "N N"], offset: Float[Array, "N N"] | None, a: Float[Array, " N"]
-) -> Float[Array, " N"]:
-    """``W a`` whose cotangent to ``a`` is taken through ``(W + E)ᵀ`` when ``offset`` is ``E``.
-
-    The gradient with respect to ``W`` is the ordinary ``ct aᵀ`` in both modes (spec §1.6). Written
-    with `stop_gradient` rather than a `custom_vjp` so that under `vmap` over examples the weight
-    cotangent is a single batched matmul, as in ordinary autodiff.
-    """
-    if offset is None:
-        return w @ a
-    e = jax.lax.stop_gradient(offset)
-    return (w + e) @ a - e @ jax.lax.stop_gradient(a)
-
-
-__all__ = [
-    "AbstractBackwardWeights",
-    "BACKWARD",
-    "DecoupledWeights",
-    "ReusedWeights",
-    "block_matvec",
-]
+__all__ = ["AbstractBackwardWeights", "DecoupledWeights", "ReusedWeights"]

@@ -1,0 +1,23 @@
+"""The dynamics interface and THE training loop (`evolve`) that every dynamics shares.
+
+`AbstractDynamics` (``draw/start/step/observe``: the finite network, the particle methods) and
+`AbstractPathDynamics` (``solve``: the kernel fixed point, the exact linear oracle) are driven by
+`evolve`, which returns one `Trajectory` type; `SaveAt` says what is saved; `Points` are the tracked
+inputs and `batch_schedule` the batch sequence every dynamics of a config replays.
+"""
+
+from ._base import AbstractDynamics as AbstractDynamics
+from ._base import AbstractPathDynamics as AbstractPathDynamics
+from ._base import Observables as Observables
+from ._base import PathSolution as PathSolution
+from ._evolve import assemble as assemble
+from ._evolve import draw_members as draw_members
+from ._evolve import evolve as evolve
+from ._evolve import map_members as map_members
+from ._memory import available_memory as available_memory
+from ._memory import chunk_size as chunk_size
+from ._points import Points as Points
+from ._points import batch_schedule as batch_schedule
+from ._saveat import SaveAt as SaveAt
+from ._saveat import save_steps as save_steps
+from ._trajectory import Trajectory as Trajectory

@@ -1,0 +1,253 @@
+"""`evolve`: THE training loop of every dynamics (finite network and limit methods alike).
+
+It owns what the dynamics share: the vmap over ensemble members (seeds × learning rates), jit
+with buffer donation (the evolving state is updated in place), the batch schedule, the saved
+steps, divergence bookkeeping (`RESULTS` codes, ``failed_step``, NaN after a member diverges,
+``throw``), step timing and the progress bar. A dynamics only says how one member is drawn,
+stepped and observed (`AbstractDynamics`), or solves a member's whole path (`AbstractPathDynamics`).
+"""
+
+import sys
+import time
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, Key
+
+from .._results import RESULTS
+from ..nn import split_losses
+from ._base import AbstractDynamics, AbstractPathDynamics, Observables
+from ._points import Points
+from ._saveat import SaveAt
+from ._trajectory import Trajectory
+
+
+def evolve(
+    dynamics: AbstractDynamics | AbstractPathDynamics,
+    points: Points,
+    *,
+    lr: Float[Array, " E"],
+    schedule: Int[Array, "T B"],
+    saveat: SaveAt,
+    initial: Any = None,
+    keys: Key[Array, " E"] | None = None,
+    progress: bool | None = None,
+    desc: str = "",
+    throw: bool = False,
+) -> Trajectory:
+    """Train an ensemble of members of ``dynamics`` for ``T = len(schedule)`` steps.
+
+    Args:
+        dynamics: the finite network or a limit method.
+        points: the tracked points (training points first).
+        lr: base learning rate ``η0`` of each member ``(E,)``.
+        schedule: the batch index sequence ``(T, B)`` (`batch_schedule`), shared by all members.
+        saveat: the saved steps (its last step must be ``T``) and optional observables.
+        initial: the members' initial draws (leading axis E), e.g. `draw_members` with a readout
+            flipped, or the particles of a finite network; time-marching dynamics only.
+        keys: one key per member, to draw ``initial`` (time-marching) or each path (path
+            dynamics).
+        progress: show a progress bar (default: when stderr is a TTY).
+        desc: the progress bar's label.
+        throw: raise if any member diverged (default: record it; STYLE.md §7).
+
+    Returns:
+        The `Trajectory` of every member.
+    """
+    num_steps = int(schedule.shape[0])
+    if saveat.num_steps != num_steps:
+        raise ValueError(f"saveat ends at step {saveat.num_steps}, the schedule has {num_steps}.")
+    if isinstance(dynamics, AbstractPathDynamics):
+        traj = _solve_paths(dynamics, points, lr, schedule, saveat, keys)
+    else:
+        if initial is None:
+            if keys is None:
+                raise ValueError("evolve needs `initial` or `keys` for a time-marching dynamics.")
+            initial = draw_members(dynamics, points, keys)
+        traj = _march(dynamics, points, lr, schedule, saveat, initial, progress, desc)
+    failed = int(jnp.sum(traj.status != RESULTS.successful._value))
+    if throw and failed:
+        raise RuntimeError(f"{failed} member(s) diverged. {RESULTS[RESULTS.nonfinite]}")
+    return traj
+
+
+def draw_members(dynamics: AbstractDynamics, points: Points, keys: Key[Array, " E"]) -> Any:
+    """``dynamics.draw`` for every key, stacked on a leading member axis.
+
+    One compiled sequential map: an un-jitted vmap compiles every small op separately, and a jitted
+    vmap of the samplers compiles about twice as slowly.
+    """
+    return map_members(lambda key: dynamics.draw(points, key=key), keys)
+
+
+def map_members(make, *args) -> Any:
+    """``make(*a)`` for every ``a`` along the leading axis of ``args``, stacked like
+    ``eqx.filter_vmap(make)(*args)`` (array leaves stacked, the rest shared), as one jitted
+    ``lax.map``."""
+    shapes = eqx.filter_eval_shape(make, *(x[0] for x in args))
+    _, static = eqx.partition(shapes, lambda x: isinstance(x, jax.ShapeDtypeStruct))
+
+    @eqx.filter_jit
+    def stacked(xs):
+        return jax.lax.map(lambda a: eqx.filter(make(*a), eqx.is_array), xs)
+
+    return eqx.combine(stacked(args), static)
+
+
+# -- time-marching ---------------------------------------------------------------------------------
+@eqx.filter_jit
+def _start(dynamics: AbstractDynamics, initial, points: Points):
+    return eqx.filter_vmap(lambda i: dynamics.start(i, points))(initial)
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _step(static, state, alive, failed):
+    """One step of every member; ``state``, ``alive`` and ``failed`` are donated."""
+    dynamics, initial, points, lr, idx, t = static
+
+    def one(initial, state, alive, failed, lr):
+        state, ok, value = dynamics.step(initial, state, points, idx, lr, alive)
+        failed = jnp.where(alive & ~ok, t, failed)
+        return state, alive & ok, failed, value
+
+    return eqx.filter_vmap(one)(initial, state, alive, failed, lr)
+
+
+@eqx.filter_jit
+def _observe(dynamics: AbstractDynamics, initial, state, points: Points, saveat: SaveAt):
+    def one(initial, state) -> Observables:
+        obs = dynamics.observe(initial, state, points, saveat)
+        loss_train, loss_test = split_losses(dynamics.loss, obs["f"], points.y, points.num_train)
+        obs = {**obs, "loss_train": loss_train, "loss_test": loss_test}
+        if saveat.fn is not None:
+            obs = {**obs, **saveat.fn(dynamics, initial, state, points)}
+        return obs
+
+    return eqx.filter_vmap(one)(initial, state)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _march(dynamics, points, lr, schedule, saveat, initial, progress, desc) -> Trajectory:
+    """The host loop of a time-marching ensemble."""
+    num_members, num_steps = lr.shape[0], int(schedule.shape[0])
+    state = _start(dynamics, initial, points)
+    alive = jnp.ones((num_members,), bool)
+    failed = jnp.full((num_members,), -1, jnp.int32)
+    saved = set(saveat.steps)
+    records: dict[int, dict[str, Any]] = {}
+    step_times = np.zeros((num_steps,))
+    show = sys.stderr.isatty() if progress is None else progress
+    with _progress(num_steps, show, desc) as bar:
+        for t in range(num_steps + 1):
+            if t in saved:
+                records[t] = jax.device_get(_observe(dynamics, initial, state, points, saveat))
+            if t == num_steps:
+                break
+            t0 = time.perf_counter()
+            static = (dynamics, initial, points, lr, schedule[t], jnp.asarray(t, jnp.int32))
+            state, alive, failed, values = _step(static, state, alive, failed)
+            values.block_until_ready()
+            step_times[t] = time.perf_counter() - t0
+            bar.update(1)
+            if show:
+                bar.set_postfix(loss=f"{float(jnp.nanmean(values)):.4g}", alive=int(jnp.sum(alive)))
+            if not bool(jnp.any(alive)):
+                break  # every member diverged: the remaining saves are NaN
+    return assemble(records, saveat, np.asarray(failed), step_times, points.num_train)
+
+
+# -- whole paths -------------------------------------------------------------------------------
+def _solve_paths(dynamics, points, lr, schedule, saveat, keys) -> Trajectory:
+    """Each member's path; deterministic dynamics solve each learning rate once."""
+    lrs = np.asarray(lr)
+    num_members = lrs.shape[0]
+    if keys is None and not dynamics.deterministic:
+        raise ValueError(f"evolve needs `keys` for {type(dynamics).__name__}.")
+    solved: dict[Any, Any] = {}
+    sols = []
+    t0 = time.perf_counter()
+    for e in range(num_members):
+        key = None if keys is None else keys[e]
+        tag = float(lrs[e]) if dynamics.deterministic else e
+        if tag not in solved:
+            solved[tag] = dynamics.solve(points, jnp.asarray(lr[e]), schedule, saveat, key=key)
+        sols.append(solved[tag])
+    elapsed = time.perf_counter() - t0
+    obs = jax.device_get([s.observables for s in sols])
+    stacked = {k: np.stack([o[k] for o in obs], axis=1) for k in obs[0]}  # (S, E, ...)
+    loss_train, loss_test = _losses(dynamics.loss, jnp.asarray(stacked["f"]), points)
+    stacked |= {"loss_train": np.asarray(loss_train), "loss_test": np.asarray(loss_test)}
+    records = {t: {k: v[i] for k, v in stacked.items()} for i, t in enumerate(saveat.steps)}
+    failed = np.asarray([int(s.failed_step) for s in sols], np.int32)
+    num_steps = int(schedule.shape[0])
+    step_times = np.full((num_steps,), elapsed / max(num_steps, 1))
+    infos = [s.info for s in sols]
+    info = None if infos[0] is None else jax.tree.map(lambda *x: jnp.stack(x), *infos)
+    return assemble(records, saveat, failed, step_times, points.num_train, info=info)
+
+
+@eqx.filter_jit
+def _losses(loss, f: Float[Array, "S E Pts C"], points: Points):
+    """Training and test losses of stacked predictions, one compiled call."""
+
+    def one(f_):
+        return split_losses(loss, f_, points.y, points.num_train)
+
+    return jax.vmap(jax.vmap(one))(f)
+
+
+# -- assembly ------------------------------------------------------------------------------------
+def assemble(
+    records: dict[int, dict[str, Any]],
+    saveat: SaveAt,
+    failed: np.ndarray,
+    step_times: np.ndarray,
+    num_train: int,
+    *,
+    info: Any = None,
+) -> Trajectory:
+    """The `Trajectory` of recorded observables: steps never recorded (every member had diverged)
+    and a member's steps after its divergence are NaN."""
+    steps = saveat.as_array()
+    first = next(iter(records.values()))
+    num_members = np.asarray(first["f"]).shape[0]
+    dead = (failed[:, None] >= 0) & (steps[None, :] > failed[:, None])  # (E, S)
+    out: dict[str, Any] = {}
+    for name, value in first.items():
+        value = np.asarray(value)
+        fill = np.nan if np.issubdtype(value.dtype, np.floating) else -1
+        arr = np.full((num_members, len(steps), *value.shape[1:]), fill, value.dtype)
+        for i, t in enumerate(steps):
+            if t in records:
+                arr[:, i] = np.asarray(records[int(t)][name])
+        arr[dead] = fill
+        out[name] = jnp.asarray(arr)
+    f = out.pop("f")
+    status = np.where(failed >= 0, RESULTS.nonfinite._value, RESULTS.successful._value)
+    return Trajectory(
+        steps=jnp.asarray(steps),
+        f_train=f[:, :, :num_train],
+        f_test=f[:, :, num_train:],
+        loss_train=out.pop("loss_train"),
+        loss_test=out.pop("loss_test"),
+        ntk=out.pop("ntk", None),
+        h_kernel=out.pop("h_kernel", None),
+        g_kernel=out.pop("g_kernel", None),
+        h_rms=out.pop("h_rms"),
+        h_movement=out.pop("h_movement"),
+        block_movement=out.pop("block_movement"),
+        dz_own=out.pop("dz_own", None),
+        status=jnp.asarray(status, jnp.int32),
+        failed_step=jnp.asarray(failed, jnp.int32),
+        step_times=jnp.asarray(step_times),
+        extras=out,
+        info=info,
+    )

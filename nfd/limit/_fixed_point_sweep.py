@@ -1,0 +1,277 @@
+"""The single-site process of the kernel fixed point (`nfd.limit._fixed_point`, spec NFD.md §4.3).
+
+Given the kernels ``Φ_k``, ``G_k`` over all (step, point) pairs, `sweep` samples the mode-B process on
+``S`` samples (its equations are in `nfd.limit._fixed_point`), `moments` returns its kernels, and
+`theta_tilde` computes the NTK ``Θ̃`` with true-sensitivity rows by whitened Stein on the converged
+samples. `draw` makes the normal draws of one member (common random numbers for every iteration)
+and `tiled_init` the first iterate, the ``t = 0`` kernels of spec §2 at every pair of steps.
+"""
+
+from typing import TYPE_CHECKING
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.scipy.linalg as jsl
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from .. import nn
+from ..dynamics import Points
+from ._recursion import init_kernels
+
+if TYPE_CHECKING:
+    from ._fixed_point import KernelFixedPoint
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+def _einsum(spec: str, *arrays):
+    return jnp.einsum(spec, *arrays, precision=HIGHEST)
+
+
+class Kernels(eqx.Module):
+    """An iterate: ``Φ_k`` over (step, point) pairs and ``G_k`` over (step, point, output)
+    triples (flat index ``n = t Pts + μ``, ``(t Pts + μ) C + a``), ``k = 0..K``."""
+
+    Phi: Float[Array, "Kp1 N N"]
+    G: Float[Array, "Kp1 NC NC"]
+
+
+class Draws(eqx.Module):
+    """The normal draws of one member, shared by every iteration (common random numbers)."""
+
+    u: Float[Array, "S Pts"]  # u^in = σ_in Z_u x / sqrt(D)
+    v0: Float[Array, "S C"]  # v(0) = σ_out z_v
+    z_xi: Float[Array, "S K N"]  # ξ_k = L(Φ_k) z
+    z_rho: Float[Array, "S K NC"]  # ρ_k = L(G_{k+1}) z
+
+
+class Sweep(eqx.Module):
+    """The samples of one sweep at every step ``t = 0..T`` (leading axis ``T+1``)."""
+
+    h: Float[Array, "T1 S Kp1 Pts"]
+    g: Float[Array, "T1 S Kp1 Pts C"]
+    f: Float[Array, "T1 Pts C"]
+    c: Float[Array, "T1 Pts C"]
+    drift: Float[Array, "T1 S K Pts"]  # the block's own update m_W b² ε Σ Φ_k g c (ΔW φ/√n)
+
+
+def num_columns(in_dim: int, out_dim: int, num_layer_steps: int, num_pairs: int) -> int:
+    """Standard normals per sample: ``D + C + K N (1 + C)`` (``u^in``, ``v(0)``, ``ξ``, ``ρ``)."""
+    return in_dim + out_dim + num_layer_steps * num_pairs * (1 + out_dim)
+
+
+def coefficients(dyn: "KernelFixedPoint", lr: Float[Array, ""]):
+    """Branch multiplier ``b``, the NTK weights (``m_U σ_in²``, ``m_W b²``, ``m_v``) and
+    ``ε = η0 γ0``."""
+    K, p = dyn.num_layer_steps, dyn.param
+    return p.branch_multiplier(K), p.ntk_weights(K, dyn.block), lr * p.gamma0
+
+
+def factor(x: Float[Array, "*k N N"], jitter: float) -> Float[Array, "*k N N"]:
+    """Lower Cholesky factor of ``x + jitter · mean(diag x) · I`` (symmetrised first)."""
+    x = 0.5 * (x + jnp.swapaxes(x, -1, -2))
+    n = x.shape[-1]
+    scale = jnp.mean(jnp.diagonal(x, axis1=-2, axis2=-1), axis=-1)
+    scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+    eye = jnp.eye(n, dtype=x.dtype)
+    return jnp.linalg.cholesky(x + (jitter * scale)[..., None, None] * eye[None])
+
+
+def relative_change(new: Array, old: Array) -> Array:
+    """``max_k max|new_k − old_k| / max|old_k|`` over the leading (layer-step) axis."""
+    num = jnp.max(jnp.abs(new - old), axis=(-2, -1))
+    den = jnp.max(jnp.abs(old), axis=(-2, -1))
+    return jnp.max(num / jnp.where(den > 0, den, jnp.ones_like(den)))
+
+
+# -- draws and the first iterate -------------------------------------------------------------
+def draw(dyn: "KernelFixedPoint", points: Points, num_steps: int, *, key: PRNGKeyArray) -> Draws:
+    """The normal draws of one member; orthonormalised over samples (``ZᵀZ = S I``) by default."""
+    S, K, D, C = dyn.num_samples, dyn.num_layer_steps, points.in_dim, points.out_dim
+    N = (num_steps + 1) * points.num_points
+    z = jr.normal(key, (S, num_columns(D, C, K, N)), points.x.dtype)
+    if dyn.orthogonalize:  # Cholesky QR (XLA's Householder QR is slow on CPU)
+        gram = jnp.matmul(z.T, z, precision=HIGHEST) / S
+        chol = jnp.linalg.cholesky(0.5 * (gram + gram.T))
+        z = jsl.solve_triangular(chol, z.T, lower=True).T
+    zu, zv = z[:, :D], z[:, D : D + C]
+    zxi = z[:, D + C : D + C + K * N].reshape(S, K, N)
+    zrho = z[:, D + C + K * N :].reshape(S, K, N * C)
+    p = dyn.param
+    u = (p.sigma_in / D**0.5) * jnp.matmul(zu, points.x.T, precision=HIGHEST)
+    return Draws(u=u, v0=p.sigma_out * zv, z_xi=zxi, z_rho=zrho)
+
+
+def tiled_init(dyn: "KernelFixedPoint", points: Points, num_steps: int) -> Kernels:
+    """The t = 0 kernels of spec §2, tiled over every pair of steps (``G^{ab} = δ^{ab} G``)."""
+    kx = points.kx
+    init = init_kernels(dyn.param, dyn.activation, kx, dyn.num_layer_steps)
+    T1, P, C = num_steps + 1, points.num_points, points.out_dim
+    Kp1 = dyn.num_layer_steps + 1
+    ones = jnp.ones((T1, T1), kx.dtype)
+    phi = _einsum("st,kpq->kspqt", ones, init.Phi)  # (K+1, T1, P, P, T1) -> reorder
+    phi = jnp.transpose(phi, (0, 1, 2, 4, 3)).reshape(Kp1, T1 * P, T1 * P)
+    eye = jnp.eye(C, dtype=kx.dtype)
+    g = _einsum("st,kpq,ab->kspatqb", ones, init.G, eye).reshape(Kp1, T1 * P * C, T1 * P * C)
+    return Kernels(Phi=phi, G=g)
+
+
+# -- one sweep --------------------------------------------------------------------------------
+def sweep(
+    dyn: "KernelFixedPoint",
+    points: Points,
+    lr: Float[Array, ""],
+    schedule: Int[Array, "T1 B"],
+    draws: Draws,
+    kern: Kernels,
+    jitter: float,
+) -> Sweep:
+    """Samples of the mode-B single-site process given the kernels (`nfd.limit._fixed_point`).
+
+    ``schedule`` holds the batch of every step ``t = 0..T`` (the row at ``T`` is unused: ``c = 0``).
+    """
+    phi, gamma0 = dyn.activation, dyn.param.gamma0
+    K, S = dyn.num_layer_steps, dyn.num_samples
+    T1 = schedule.shape[0]
+    P, C = points.y.shape
+    kx = points.kx
+    b, weights, eg = coefficients(dyn, lr)
+    w_drift = weights[dyn.block.branch] * eg
+    in_drift = weights["U"] * eg
+
+    L_phi = factor(kern.Phi[:K], jitter)  # (K, N, N)
+    L_g = factor(kern.G[1:], jitter)  # (K, NC, NC)
+    xi = _einsum("knm,ikm->ikn", L_phi, draws.z_xi).reshape(S, K, T1, P)
+    rho = _einsum("knm,ikm->ikn", L_g, draws.z_rho).reshape(S, K, T1, P, C)
+    xi, rho = jnp.moveaxis(xi, 2, 0), jnp.moveaxis(rho, 2, 0)  # leading axis: step t
+    # column t of each kernel: Φ_k((s, ν), (t, μ)) as (K, T1_s, P_ν, P_μ); G likewise with outputs
+    phi_cols = jnp.moveaxis(kern.Phi[:K].reshape(K, T1, P, T1, P), 3, 0)
+    g_cols = jnp.moveaxis(kern.G[1:].reshape(K, T1, P, C, T1, P, C), 4, 0)
+
+    def step(carry, xs):
+        gc_buf, phic_buf, v, f_ntk, F0 = carry
+        t, xi_t, rho_t, phi_col, g_col, idx = xs
+        # forward: every increment is known before h_k(t), so h is a cumulative sum over k
+        h0 = draws.u + in_drift * jnp.matmul(jnp.sum(gc_buf[:, 0], axis=1), kx, precision=HIGHEST)
+        drift = w_drift * _einsum("iksn,ksnm->ikm", gc_buf[:, 1:], phi_col)  # (S, K, P)
+        inc = b * xi_t + drift
+        h = jnp.concatenate([h0[:, None], h0[:, None] + jnp.cumsum(inc, axis=1)], axis=1)
+        ph, dph = phi(h), phi.deriv(h)  # (S, K+1, P)
+        F = jnp.matmul(ph[:, K].T, v, precision=HIGHEST) / S  # E_S[v φ(h_K)] (P, C)
+        F0 = jnp.where(t == 0, F, F0)
+        f = dyn.readout.predict((F - F0) / gamma0, f_ntk)
+        c = nn.error_signal(dyn.loss, f, points.y, idx)
+        c = jnp.where(t < T1 - 1, c, jnp.zeros_like(c))
+        # backward: likewise a reverse cumulative sum
+        gK = dph[:, K, :, None] * v[:, None, :]  # (S, P, C)
+        bdrift = _einsum("iksnb,ksnbma->ikma", phic_buf, g_col)  # (S, K, P, C)
+        ginc = dph[:, :K, :, None] * (b * rho_t + w_drift * bdrift)
+        rc = jnp.flip(jnp.cumsum(jnp.flip(ginc, axis=1), axis=1), axis=1)
+        g = jnp.concatenate([gK[:, None] + rc, gK[:, None]], axis=1)  # (S, K+1, P, C)
+        gc = _einsum("ikpa,pa->ikp", g, c)  # g·c per sample, layer step and point
+        f_ntk = dyn.readout.advance(
+            f_ntk, lr, lambda: _theta_c(weights, dyn.block.branch, kx, ph, g, gc, c)
+        )
+        v = v + weights["v"] * eg * jnp.matmul(ph[:, K], c, precision=HIGHEST)
+        gc_buf = gc_buf.at[:, :, t].set(gc)
+        phic_buf = phic_buf.at[:, :, t].set(ph[:, :K, :, None] * c[None, None])
+        return (gc_buf, phic_buf, v, f_ntk, F0), (h, g, f, c, drift)
+
+    dtype = points.y.dtype
+    carry = (
+        jnp.zeros((S, K + 1, T1, P), dtype),
+        jnp.zeros((S, K, T1, P, C), dtype),
+        draws.v0,
+        jnp.zeros((P, C), dtype),
+        jnp.zeros((P, C), dtype),
+    )
+    xs = (jnp.arange(T1), xi, rho, phi_cols, g_cols, schedule)
+    _, (h, g, f, c, drift) = lax.scan(step, carry, xs)
+    return Sweep(h=h, g=g, f=f, c=c, drift=drift)
+
+
+def _theta_c(weights, branch, kx, ph, g, gc, c) -> Float[Array, "Pts C"]:
+    """``Θ(t) c(t)`` of the samples (spec §3.4 step 5) as the first-order change, without ``Θ``."""
+    S, Kp1 = ph.shape[:2]
+    K = Kp1 - 1
+    phi_tt = _einsum("ikp,ikq->kpq", ph, ph) / S
+    u_term = _einsum("ipa,ip->pa", g[:, 0], jnp.matmul(gc[:, 0], kx, precision=HIGHEST)) / S
+    w_term = _einsum("ikpa,ikp->pa", g[:, 1:], _einsum("ikq,kqp->ikp", gc[:, 1:], phi_tt[:K])) / S
+    v_term = jnp.matmul(phi_tt[K], c, precision=HIGHEST)
+    return weights["U"] * u_term + weights[branch] * w_term + weights["v"] * v_term
+
+
+def moments(dyn: "KernelFixedPoint", sw: Sweep) -> Kernels:
+    """The sample kernels ``Φ_k``, ``G_k`` over all pairs of one sweep."""
+    S = dyn.num_samples
+    T1, _, Kp1, P = sw.h.shape
+    C = sw.g.shape[-1]
+    ph = dyn.activation(sw.h)
+    Phi = _einsum("tikp,uikq->ktpuq", ph, ph).reshape(Kp1, T1 * P, T1 * P) / S
+    G = _einsum("tikpa,uikqb->ktpauqb", sw.g, sw.g).reshape(Kp1, T1 * P * C, T1 * P * C) / S
+    return Kernels(Phi=Phi, G=G)
+
+
+# -- Θ̃ by whitened Stein -----------------------------------------------------------------------
+def theta_tilde_fields(
+    dyn: "KernelFixedPoint",
+    lr: Float[Array, ""],
+    draws: Draws,
+    kern: Kernels,
+    sw: Sweep,
+    jitter: float,
+) -> tuple[Float[Array, "T1 Kp1 Pts Pts"], Float[Array, "T1 Kp1 Pts Pts"]]:
+    """The kernels of ``Θ̃(t)``: the cross kernels ``E[ĝ_k(t) g̃_k(t)ᵀ]`` of the true sensitivity
+    ``ĝ`` and the decoupled fields (class-averaged), and ``Φ_k(t, t)``, ``k = 0..K``.
+
+    ``ĝ`` backpropagates through the forward matrices: ``ĝ_k = ĝ_{k+1} + φ'(h_k) ⊙ [b Σ_s D_k(t,s)
+    φ(h_k(s)) + m_W b² ε Σ_{s<t} φ(h_k(s)) c(s)ᵀ E[g̃_{k+1}(s) ĝ_{k+1}(t)ᵀ]]`` with the response by
+    whitened Stein on the forward draws (`nfd.limit._fixed_point`, "NTK observable").
+    """
+    phi = dyn.activation
+    K, S = dyn.num_layer_steps, dyn.num_samples
+    T1, _, _, P = sw.h.shape
+    C = sw.g.shape[-1]
+    N = T1 * P
+    _, weights, eg = coefficients(dyn, lr)
+    w_drift = weights[dyn.block.branch] * eg
+    ph, dph = phi(sw.h), phi.deriv(sw.h)  # (T1, S, K+1, P)
+    L_phi = factor(kern.Phi[:K], jitter)  # the factors that drew ξ
+    ph_flat = jnp.moveaxis(ph[:, :, :K], 2, 0)  # (K, T1, S, P)
+    ph_flat = jnp.transpose(ph_flat, (0, 2, 1, 3)).reshape(K, S, N)
+    e_hat = jax.vmap(lambda L, y: jsl.solve_triangular(L, y.T, lower=True))(L_phi, ph_flat)
+    diag_l = jnp.diagonal(L_phi, axis1=-2, axis2=-1)
+    diag_phi = jnp.diagonal(kern.Phi[:K], axis1=-2, axis2=-1)
+    keep = diag_l**2 >= dyn.stein_tol * diag_phi  # (K, N)
+    step_of = jnp.arange(N) // P
+    causal = step_of[None, :] <= jnp.arange(T1)[:, None]  # (T1, N): pairs of steps ≤ t
+    strict = jnp.arange(T1)[:, None] < jnp.arange(T1)[None, :]  # (s, t): s < t
+    phic = ph[:, :, :K, :, None] * sw.c[:, None, None]  # φ(h_k(s)) c(s)ᵀ (T1, S, K, P, C)
+    b = dyn.param.branch_multiplier(K)
+
+    def body(ghat, xs):  # ghat = ĝ_{k+1}(t) for every t: (T1, S, P, C)
+        e_k, keep_k, z_k, g_next, phic_k, dph_k = xs
+        cross = _einsum("tipa,tiqa->tpq", ghat, g_next) / (S * C)
+        mask = (causal & keep_k[None]).astype(ghat.dtype)  # (T1, N)
+        coef = _einsum("tipa,ij->tpaj", ghat, z_k) / S * mask[:, None, None, :]
+        resp = _einsum("tpaj,ji->tipa", coef, e_k)  # Σ_s D_k(t, s) φ(h_k(s))
+        gx = _einsum("sinb,tipa->snbtpa", g_next, ghat) / S  # E[g̃_{k+1}(s) ĝ_{k+1}(t)ᵀ]
+        drift = _einsum("sinb,snbtpa,st->tipa", phic_k, gx, strict.astype(ghat.dtype))
+        ghat = ghat + dph_k[..., None] * (b * resp + w_drift * drift)
+        return ghat, cross
+
+    xs = (
+        e_hat,
+        keep,
+        jnp.moveaxis(draws.z_xi, 1, 0),
+        jnp.moveaxis(sw.g[:, :, 1:], 2, 0),
+        jnp.moveaxis(phic, 2, 0),
+        jnp.moveaxis(dph[:, :, :K], 2, 0),
+    )
+    ghat0, crosses = lax.scan(body, sw.g[:, :, K], xs, reverse=True)  # crosses[k]: layer k+1
+    cross0 = _einsum("tipa,tiqa->tpq", ghat0, sw.g[:, :, 0]) / (S * C)
+    cross = jnp.concatenate([cross0[:, None], jnp.moveaxis(crosses, 0, 1)], axis=1)
+    return cross, _einsum("tikp,tikq->tkpq", ph, ph) / S

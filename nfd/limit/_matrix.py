@@ -1,0 +1,368 @@
+"""The random-matrix particle method as a dynamics (spec NFD.md §4.1): modes A and B, P1 and P2.
+
+With ``B_k`` the effective block matrices of `nfd.limit._particles` and ``b`` the branch multiplier
+at depth ``K``, one training step is
+
+    h_0 = σ_in U X/sqrt(D) + m_U η0γ0 σ_in² A_in X
+    h_{k+1} = h_k + B_k φ(h_k)                                  (forward)
+    g_K = φ'(h_K) ⊙ v,   g_k = g_{k+1} + φ'(h_k) ⊙ B̃_kᵀ g_{k+1}      (backward)
+
+solved by `nfd.solver.solve_depth` with an `AbstractItoSolver` (Euler–Maruyama). The drift is kept
+in **accumulator form** (required, §4.5): ``B_k += m_W b² η0γ0 (1/M) Σ_{ν∈B_t} (g_{k+1,ν}·c_ν)
+φ(h_{k,ν})ᵀ``, ``A_in += (1/D) Σ_ν (g_{0,ν}·c_ν) x_νᵀ``, ``v += m_v η0γ0 Σ_ν φ(h_{K,ν}) c_νᵀ``, exactly
+as a finite net accumulates ``ΔW``, so the cost of a training step, ``O(K M² (P+Q) C)``, does not
+grow with ``t``. With ``M = n``, ``K = L`` and the finite network's own matrices this *is* that
+network (spec T5d), which the tests check to float precision.
+
+Readouts (spec §3.3): P2 reads ``f = (vᵀφ(h_K) − F0)/(γ0 M)`` from the particles, centred by its
+value at ``t = 0``; P1 advances ``f(t+1) = f(t) + η0 Θ(t) c(t)`` from ``f(0) = 0`` with the
+particles' own kernel, computed as the first-order change of the particle function, without
+forming ``Θ``.
+"""
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .. import nn
+from .._results import RESULTS
+from ..dynamics import AbstractDynamics, Points, SaveAt
+from ..nn import AbstractActivation, AbstractLoss, AbstractReadout, FeatureReadout
+from ..param import AbstractBackwardWeights, AbstractBlock, AbstractParameterization, OneLayer
+from ..solver import AbstractItoSolver, EulerMaruyama
+from ._particles import HIGHEST, Particles, Sweep, backward_sweep, forward_sweep, sample_particles
+
+
+class ParticleState(eqx.Module):
+    """The evolving state of one particle system (spec §4.1 in accumulator form).
+
+    ``B`` (and ``B1`` for two-layer blocks) are the effective block matrices
+    ``b W_k/sqrt(M) + m_W b² η0γ0 A_k`` (``W1_k/sqrt(M) + m_W1 η0γ0 A1_k``); ``B_back``/``B1_back``
+    are the backward ones, ``None`` in mode A (the backward pass reuses ``B``). ``F0`` (P2's control
+    variate) and ``H0`` (the origin of ``h_movement``) are the ``t = 0`` sweep's.
+    """
+
+    B: Float[Array, "K M M"]
+    B_back: Float[Array, "K M M"] | None
+    B1: Float[Array, "K M M"] | None
+    B1_back: Float[Array, "K M M"] | None
+    A_in: Float[Array, "M D"]
+    v: Float[Array, "M C"]
+    f_ntk: Float[Array, "Pts C"]
+    F0: Float[Array, "Pts C"]
+    H0: Float[Array, "Kp1 M Pts"]
+
+
+def _mm(a, b):
+    return jnp.matmul(a, b, precision=HIGHEST)
+
+
+class MatrixParticles(AbstractDynamics):
+    """``M`` particles, ``K`` layer steps, noise from fixed random matrices (spec §4.1).
+
+    Attributes:
+        num_particles, num_layer_steps: ``M`` (`limit.particles`), ``K`` (`limit.layer_steps`).
+        param, activation, loss: as the finite network's.
+        readout: `FeatureReadout` (P2) or `NTKReadout` (P1).
+        coupling: `ReusedWeights` (mode A, `exact`) or `DecoupledWeights` (mode B, `decoupled`).
+        block: `OneLayer` or `TwoLayer`.
+        solver: the Itô scheme over layer-time (Euler–Maruyama: with ``K = L`` it is exactly the
+            ``n = ∞`` limit of the depth-``L`` network).
+    """
+
+    num_particles: int = eqx.field(static=True)
+    num_layer_steps: int = eqx.field(static=True)
+    param: AbstractParameterization
+    activation: AbstractActivation
+    loss: AbstractLoss
+    coupling: AbstractBackwardWeights
+    readout: AbstractReadout = FeatureReadout()
+    block: AbstractBlock = OneLayer()
+    solver: AbstractItoSolver = EulerMaruyama()
+
+    def __check_init__(self):
+        if not isinstance(self.solver, AbstractItoSolver):
+            raise ValueError(f"MatrixParticles needs an AbstractItoSolver, got {self.solver}.")
+
+    # -- the interface ----------------------------------------------------------------------
+    def draw(self, points: Points, *, key: PRNGKeyArray) -> Particles:
+        return sample_particles(
+            self.num_particles,
+            self.num_layer_steps,
+            points.in_dim,
+            points.out_dim,
+            sigma_out=self.param.sigma_out,
+            coupling=self.coupling,
+            block=self.block,
+            dtype=points.x.dtype,
+            key=key,
+        )
+
+    def start(self, initial: Particles, points: Points) -> ParticleState:
+        M = initial.num_particles
+        scale = self.param.branch_multiplier(self.num_layer_steps) / M**0.5
+        reused = not self.coupling.decoupled
+        two = initial.W1 is not None
+        zeros = jnp.zeros((points.num_points, points.out_dim), points.x.dtype)
+        state = ParticleState(
+            B=scale * initial.W,
+            B_back=None if reused else scale * initial.W_back,
+            B1=initial.W1 / M**0.5 if two else None,  # type: ignore[operator]
+            B1_back=initial.W1_back / M**0.5 if two and not reused else None,  # type: ignore[operator]
+            A_in=jnp.zeros((M, points.in_dim), points.x.dtype),
+            v=initial.v,
+            f_ntk=zeros,
+            F0=zeros,
+            H0=jnp.zeros((self.num_layer_steps + 1, M, points.num_points), points.x.dtype),
+        )
+        H, _, _ = self._forward(initial, state, points)
+        F0 = _mm(self.activation(H[-1]).T, initial.v)
+        return eqx.tree_at(lambda s: (s.F0, s.H0), state, (F0, H))
+
+    def step(self, initial: Particles, state: ParticleState, points, idx, lr, alive):
+        p, phi = self.param, self.activation
+        M, D = initial.num_particles, points.in_dim
+        weights = p.ntk_weights(self.num_layer_steps, self.block)
+        eg = lr * p.gamma0
+        sw = self._sweep(initial, state, points)
+        f = self._predict(state, sw)
+        c = nn.error_signal(self.loss, f, points.y, idx)  # (Pts, C)
+        value = nn.batch_loss(self.loss, f, points.y, idx)
+        phiK = phi(sw.H[-1])
+        dv = _mm(phiK, c)  # (M, C)
+        # H and G are finite (solve_depth's result), so every update is unless it overflows:
+        # checking the small arrays keeps the step free of extra passes over the K·M² matrices
+        ok = jnp.isfinite(value) & (sw.result == RESULTS.successful._value)
+        ok = ok & jnp.all(jnp.isfinite(dv))
+        keep = alive & ok
+        zero = jnp.zeros((), dv.dtype)
+        c_keep = jnp.where(keep, c, zero)  # a dead member's updates are exactly zero
+        pairs = self._pairs(sw)
+        # (left·c) over the batch, per trained block matrix: shared by its update and by P1
+        lcs = {
+            name: jnp.einsum("kcmn,nc->kmn", left[..., idx], c_keep[idx], precision=HIGHEST)
+            for name, (left, _) in pairs.items()
+        }
+        gc0 = jnp.einsum("cmn,nc->mn", sw.G[0][..., idx], c_keep[idx], precision=HIGHEST)
+        dA_in = _mm(gc0, points.x[idx]) / D
+
+        def accumulate(B, name):  # B + (left·c) rightᵀ: one batched matmul-accumulate per block
+            if B is None:
+                return None
+            lc = lcs[name] * (weights[name] * eg / M)
+            right = pairs[name][1][..., idx]
+            return B + jnp.einsum("kib,kjb->kij", lc, right, precision=HIGHEST)
+
+        def theta_c():  # Θ c in Gram form over the batch (never forming Θ or an M×M product)
+            return self._theta_c(sw, pairs, lcs, gc0, dv, points, idx, weights)
+
+        f_ntk = jnp.where(keep, self.readout.advance(state.f_ntk, lr, theta_c), state.f_ntk)
+        branch, first = self.block.branch, self.block.first_layer
+        new = eqx.tree_at(
+            lambda s: (s.B, s.B_back, s.B1, s.B1_back, s.A_in, s.v, s.f_ntk),
+            state,
+            (
+                accumulate(state.B, branch),
+                accumulate(state.B_back, branch),
+                accumulate(state.B1, first),
+                accumulate(state.B1_back, first),
+                state.A_in + jnp.where(keep, lr * dA_in, zero),  # A_in carries η0
+                state.v + jnp.where(keep, weights["v"] * eg * dv, zero),
+                f_ntk,
+            ),
+            is_leaf=lambda x: x is None,
+        )
+        return new, ok, value
+
+    def observe(self, initial: Particles, state: ParticleState, points: Points, saveat: SaveAt):
+        M, K = initial.num_particles, self.num_layer_steps
+        phi = self.activation
+        sw = self._sweep(initial, state, points)
+        scale = self.param.branch_multiplier(K) / M**0.5
+        out = {
+            "f": self._predict(state, sw),
+            "h_rms": jnp.sqrt(jnp.mean(sw.H**2, axis=(1, 2))),
+            "h_movement": jnp.sqrt(jnp.mean((sw.H - state.H0) ** 2, axis=(1, 2))),
+        }
+        # each block's own update (B(t) − B(0)) φ: Θ(1/L) under depth-muP; for two-layer blocks
+        # the branch acts on φ(z) and W1's own feature update δz^own = (B1(t) − B1(0)) φ(h)
+        branch_in = phi(sw.H[:-1]) if sw.Z is None else phi(sw.Z)
+        out["block_movement"] = _own_movement(state.B, scale, initial.W, branch_in)
+        if sw.Z is not None:
+            out["dz_own"] = _own_movement(state.B1, 1 / M**0.5, initial.W1, phi(sw.H[:-1]))
+        if saveat.ntk:
+            # the kernel by which the reported f moves: Θ̃ (true g rows, mode-B g̃ columns) for
+            # mode B read out by P2 (the decoupled network); the fields' own kernel otherwise
+            decoupled = state.B_back is not None
+            left = sw
+            if decoupled and self.readout.true_sensitivity:
+                left = self._sweep(initial, state, points, true_sensitivity=True)
+            out["ntk"] = self._ntk(sw, left, points)
+        if saveat.kernels:
+            sel = jnp.asarray(saveat.layer_indices(K))
+            H, G = sw.H[sel], sw.G[sel]
+            out["h_kernel"] = jnp.einsum("rmp,rmq->rpq", H, H, precision=HIGHEST) / M
+            out["g_kernel"] = jnp.einsum("rcmp,rcmq->rpq", G, G, precision=HIGHEST) / (
+                M * G.shape[1]
+            )
+        return out
+
+    # -- memory and cost ---------------------------------------------------------------------
+    def estimate_memory(self, points: Points, members: int) -> int:
+        """Estimated peak bytes of ``members`` particle systems (arrays held at once).
+
+        Per system and block matrix the ``K M²`` buffers are: the initial ``W`` (kept for the
+        observables), ``W̃`` (mode B), the effective matrices ``B`` and, in mode B, ``B̃`` (donated,
+        so updated in place), and one transient rank-|B_t| product; plus two stored sweeps
+        (``(K+1) M Pts (1 + C)`` each, plus ``φ`` and ``g·c``).
+        """
+        return estimate_memory(
+            self.num_particles,
+            self.num_layer_steps,
+            points.num_points,
+            points.out_dim,
+            points.in_dim,
+            members,
+            itemsize=points.x.dtype.itemsize,
+            decoupled=self.coupling.decoupled,
+            blocks=len(self.block.matrices),
+        )
+
+    def step_flops(self, points: Points, batch: int) -> float:
+        return step_flops(
+            self.num_particles,
+            self.num_layer_steps,
+            points.num_points,
+            batch,
+            points.out_dim,
+            decoupled=self.coupling.decoupled,
+            blocks=len(self.block.matrices),
+        )
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _forward(self, initial: Particles, state: ParticleState, points: Points):
+        """``(H, Z, result)`` of the forward sweep (``Z``: two-layer ``z_k``, else ``None``)."""
+        p = self.param
+        m_U = p.sgd_multipliers(self.num_layer_steps, self.block)["U"]
+        x = points.x
+        h0 = (p.sigma_in / points.in_dim**0.5) * _mm(initial.U, x.T)
+        h0 = h0 + (m_U * p.sigma_in**2 * p.gamma0) * _mm(state.A_in, x.T)
+        fwd = forward_sweep(self.activation, self.solver, h0, state.B, state.B1)
+        if state.B1 is None:
+            return fwd.ys, None, fwd.result
+        H, Z = fwd.ys
+        return H, Z[1:], fwd.result  # z_k is stored in the forward state at τ_{k+1}
+
+    def _sweep(self, initial, state: ParticleState, points, *, true_sensitivity: bool = False):
+        """Forward then backward over the K layer steps for every tracked point.
+
+        The backward pass uses ``B̃`` (the mode's own fields) or, with ``true_sensitivity``, the
+        forward matrices ``B``: then ``g = γ0 M ∂f/∂h`` of the P2 readout, the row fields of ``Θ̃``.
+        """
+        H, Z, fwd_result = self._forward(initial, state, points)
+        if true_sensitivity or state.B_back is None:
+            B_back, B1_back = state.B, state.B1
+        else:
+            B_back, B1_back = state.B_back, state.B1_back
+        G, Gz, bwd_result = backward_sweep(
+            self.activation, self.solver, H, Z, state.v, B_back, B1_back
+        )
+        return Sweep(H=H, G=G, Z=Z, Gz=Gz, result=jnp.maximum(fwd_result._value, bwd_result._value))
+
+    def _predict(self, state: ParticleState, sw: Sweep):
+        M = sw.H.shape[1]
+        features = (_mm(self.activation(sw.H[-1]).T, state.v) - state.F0) / (self.param.gamma0 * M)
+        return self.readout.predict(features, state.f_ntk)
+
+    def _pairs(self, sw: Sweep) -> dict[str, tuple[Array, Array]]:
+        """Per trained block matrix: (left fields ``(K, C, M, Pts)``, right features
+        ``(K, M, Pts)``): its update is ``Σ_ν (left_ν·c_ν) right_νᵀ / M`` (`nfd.nn.block_pairs`)."""
+        phi = self.activation
+        phi_z = None if sw.Z is None else phi(sw.Z)
+        return nn.block_pairs(self.block, sw.G, phi(sw.H), sw.Gz, phi_z)
+
+    def _theta_c(self, sw, pairs, lcs, gc0, dv, points, idx, weights):
+        """``Σ_ν Θ_μν c_ν`` (spec §3.4 step 5) in Gram form over the batch:
+        ``m_U σ² Σ_b K^x_μb (g_0μ·gc_0b)/M + Σ_blocks w Σ_k Σ_b (left_kμ·lc_kb)(right_kμ·right_kb)/M²
+        + m_v Φ_K c``."""
+        M = sw.H.shape[1]
+        x = points.x
+        kxb = _mm(x, x[idx].T) / points.in_dim  # (Pts, B)
+        u_term = jnp.einsum("cmp,mb,pb->pc", sw.G[0], gc0, kxb, precision=HIGHEST)
+        df = weights["U"] * u_term / M
+        for name, (left, right) in pairs.items():
+            gg = jnp.einsum("kcmp,kmb->kcpb", left, lcs[name], precision=HIGHEST)
+            ff = jnp.einsum("kmp,kmb->kpb", right, right[..., idx], precision=HIGHEST)
+            df = df + weights[name] * jnp.einsum("kcpb,kpb->pc", gg, ff, precision=HIGHEST) / M**2
+        return df + weights["v"] * _mm(self.activation(sw.H[-1]).T, dv) / M
+
+    def _ntk(self, sw: Sweep, left: Sweep, points: Points):
+        """The NTK (`nfd.nn.ntk`) from the particle kernels (``left`` fields on the rows)."""
+        M, C = sw.H.shape[1], sw.G.shape[1]
+        phi = self.activation
+
+        def gram(a, b):
+            return jnp.einsum("kmp,kmq->kpq", a, b, precision=HIGHEST) / M
+
+        def class_gram(a, b):
+            return jnp.einsum("kcmp,kcmq->kpq", a, b, precision=HIGHEST) / (M * C)
+
+        phis = phi(sw.H)
+        kernels = {"kx": points.kx, "G": class_gram(left.G, sw.G), "Phi": gram(phis, phis)}
+        if sw.Z is not None:
+            phiz = phi(sw.Z)
+            kernels |= {"Gz": class_gram(left.Gz, sw.Gz), "Phiz": gram(phiz, phiz)}
+        weights = self.param.ntk_weights(self.num_layer_steps, self.block)
+        return nn.ntk(weights, self.block, **kernels)
+
+
+def _own_movement(B, B0_scale, W, features):
+    """RMS over particles and points of ``(B_k(t) − B_k(0)) features_k`` per layer step ``(K,)``.
+
+    ``B_k(0) = B0_scale W_k`` is recomputed exactly as the initial state did, so the difference is
+    exactly zero at ``t = 0`` (one extra pass over the K·M² matrices, at observation time only).
+    """
+    moved = jnp.einsum("kij,kjn->kin", B - B0_scale * W, features, precision=HIGHEST)
+    return jnp.sqrt(jnp.mean(moved**2, axis=(1, 2)))
+
+
+def estimate_memory(
+    num_particles: int,
+    num_layer_steps: int,
+    num_points: int,
+    out_dim: int,
+    in_dim: int,
+    repeats: int,
+    *,
+    itemsize: int,
+    decoupled: bool,
+    blocks: int = 1,
+) -> int:
+    """Estimated peak bytes of a particle simulation (see `MatrixParticles.estimate_memory`)."""
+    M, K, Pts, C = num_particles, num_layer_steps, num_points, out_dim
+    per_block = 1 + int(decoupled) + (1 + int(decoupled)) + 1
+    mats = blocks * per_block * K * M * M
+    sweeps = blocks * (2 * (K + 1) * M * Pts * (1 + C) + 2 * (K + 1) * M * Pts)
+    small = M * (in_dim + 2 * C) + 4 * Pts * C
+    return int(repeats * (mats + sweeps + small) * itemsize)
+
+
+def step_flops(
+    num_particles: int,
+    num_layer_steps: int,
+    num_points: int,
+    batch: int,
+    out_dim: int,
+    *,
+    decoupled: bool,
+    blocks: int = 1,
+) -> float:
+    """Floating-point operations of one training step of one repetition (the M×M products).
+
+    Per block matrix and layer step: the forward product on every tracked point, the backward
+    transpose product per output, and the rank-``batch`` update of ``B`` (and ``B̃`` in mode B);
+    each multiply-add counts 2.
+    """
+    M, K = num_particles, num_layer_steps
+    per_block = num_points + out_dim * num_points + (1 + int(decoupled)) * batch
+    return 2.0 * blocks * K * M * M * per_block
