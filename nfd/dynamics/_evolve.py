@@ -75,26 +75,31 @@ def evolve(
 
 
 def draw_members(dynamics: AbstractDynamics, points: Points, keys: Key[Array, " E"]) -> Any:
-    """``dynamics.draw`` for every key, stacked on a leading member axis.
+    """``dynamics.draw`` for every key, stacked on a leading member axis (`map_members`)."""
+    return map_members(_draw_one, keys, context=(dynamics, points))
 
-    One compiled sequential map: an un-jitted vmap compiles every small op separately, and a jitted
-    vmap of the samplers compiles about twice as slowly.
+
+def _draw_one(dynamics: AbstractDynamics, points: Points, key) -> Any:
+    return dynamics.draw(points, key=key)
+
+
+def map_members(make, *args, context: tuple = ()) -> Any:
+    """``make(*context, *a)`` for every ``a`` along the leading axis of ``args``, stacked like
+    ``eqx.filter_vmap`` would (array leaves stacked, the rest shared), as one jitted ``lax.map``.
+
+    An un-jitted vmap compiles every small op separately, and a jitted vmap of the samplers
+    compiles about twice as slowly. The compiled map is cached on ``make`` (pass a module-level
+    function and the objects it reads as ``context``, whose arrays are traced): repeated draws of
+    the same structure compile once.
     """
-    return map_members(lambda key: dynamics.draw(points, key=key), keys)
-
-
-def map_members(make, *args) -> Any:
-    """``make(*a)`` for every ``a`` along the leading axis of ``args``, stacked like
-    ``eqx.filter_vmap(make)(*args)`` (array leaves stacked, the rest shared), as one jitted
-    ``lax.map``."""
-    shapes = eqx.filter_eval_shape(make, *(x[0] for x in args))
+    shapes = eqx.filter_eval_shape(make, *context, *(x[0] for x in args))
     _, static = eqx.partition(shapes, lambda x: isinstance(x, jax.ShapeDtypeStruct))
+    return eqx.combine(_map(make, context, args), static)
 
-    @eqx.filter_jit
-    def stacked(xs):
-        return jax.lax.map(lambda a: eqx.filter(make(*a), eqx.is_array), xs)
 
-    return eqx.combine(stacked(args), static)
+@eqx.filter_jit
+def _map(make, context: tuple, args: tuple):
+    return jax.lax.map(lambda a: eqx.filter(make(*context, *a), eqx.is_array), args)
 
 
 # -- time-marching ---------------------------------------------------------------------------------

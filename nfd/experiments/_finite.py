@@ -16,7 +16,7 @@ from ..config import (
     build_task,
     run_keys,
 )
-from ..dynamics import Points, Trajectory, evolve, map_members
+from ..dynamics import Points, Trajectory, draw_members, evolve
 from ..nn import AbstractReadout
 from ..tasks import Task
 from ..train import FiniteNetwork
@@ -68,13 +68,9 @@ def finite_ensemble(
     draws, signs = antithetic_seeds(seeds, antithetic)
     member_keys = jax.vmap(lambda s: jr.fold_in(run_keys(cfg)["init"], s))(jnp.asarray(draws))
     dtype = task.x_train.dtype
-    points = Points.from_task(task)
-
-    def make(k, sign):
-        model = net.draw(points, key=k)
-        return eqx.tree_at(lambda m: m.v, model, sign * model.v)
-
-    models = map_members(make, member_keys, jnp.asarray(signs, dtype))
+    models = draw_members(net, Points.from_task(task), member_keys)
+    signs_ = jnp.asarray(signs, dtype)[:, None, None]
+    models = eqx.tree_at(lambda m: m.v, models, signs_ * models.v)
     return net, models, jnp.asarray(member_lrs, dtype=dtype)
 
 
