@@ -4,6 +4,8 @@ dynamics driven by `nfd.dynamics.evolve`."""
 from ._cholesky import CholeskyParticles as CholeskyParticles
 from ._cholesky_factor import CholeskyInfo as CholeskyInfo
 from ._cholesky_factor import cholesky_info as cholesky_info
+from ._continuum import ContinuumKernels as ContinuumKernels
+from ._continuum import continuum_kernels as continuum_kernels
 from ._fixed_point import FixedPointInfo as FixedPointInfo
 from ._fixed_point import KernelFixedPoint as KernelFixedPoint
 from ._fixed_point import fixed_point_se as fixed_point_se

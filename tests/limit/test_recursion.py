@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nfd.limit import InitKernels, init_kernels
+from nfd.limit import InitKernels, continuum_kernels, init_kernels
 from nfd.nn import Erf, Gelu, Linear, Relu, Tanh
 from nfd.param import CompleteP, DepthMuP, MuP, OneLayer, TwoLayer
 
@@ -216,3 +216,48 @@ def test_zero_input_is_finite():
     out = init_kernels(DepthMuP(), Relu(), jnp.zeros((2, 2)), 4)
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(out))
     np.testing.assert_array_equal(out.Theta, jnp.zeros((2, 2)))  # φ = φ' = 0 at h = 0
+
+
+@pytest.mark.parametrize("beta, sigma_in, sigma_out", [(1.0, 1.0, 1.0), (1.3, 0.8, 1.2)])
+def test_continuum_kernels_match_closed_forms(beta, sigma_in, sigma_out):
+    """Spec §2 continuum by Diffrax against its closed forms. Linear: H(1) = σ_in² e^{β²} K^x,
+    Θ = σ_in² e^{β²} (σ_out² (1 + β²) + 1) K^x, Θ̃ = σ_in² e^{β²} (σ_out² + 1) K^x (so Θ̃/Θ → 2/(2+β²)
+    at σ = 1, the spec's 0.6667); ReLU at β = σ = 1, |x|² = D: H(1)_μμ = e^{1/2},
+    Θ_μμ = (5/4) e^{1/2} = 2.0609."""
+    kx = jnp.asarray(unit_norm_gram(4, 6, seed=3))
+    param = DepthMuP(beta=beta, sigma_in=sigma_in, sigma_out=sigma_out)
+    lin = continuum_kernels(param, Linear(), kx)
+    grow = sigma_in**2 * math.exp(beta**2)
+    np.testing.assert_allclose(lin.H1, grow * kx, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(lin.Theta, grow * (sigma_out**2 * (1 + beta**2) + 1) * kx, rtol=1e-9)
+    np.testing.assert_allclose(lin.Theta_decoupled, grow * (sigma_out**2 + 1) * kx, rtol=1e-9)
+    if beta == 1.0:
+        relu = continuum_kernels(param, Relu(), kx)
+        np.testing.assert_allclose(jnp.diagonal(relu.H1), math.exp(0.5), rtol=1e-9)
+        np.testing.assert_allclose(jnp.diagonal(relu.Theta), 1.25 * math.exp(0.5), rtol=1e-9)
+        np.testing.assert_allclose(jnp.diagonal(relu.Theta), 2.0609, atol=1e-4)  # spec §2 table
+
+
+@pytest.mark.parametrize("act", [Tanh(), Erf()], ids=["tanh", "erf"])
+def test_depth_recursion_approaches_the_continuum_at_first_order(act):
+    """T1: the K-step recursion is the Euler scheme of the continuum, so its error against the
+    Diffrax solution (no closed form for tanh, erf) has slope −1 ± 0.1 in K = 4 … 64, on the full
+    P×P matrices H(1), G(0), Θ and Θ̃ (β, σ ≠ 1)."""
+    kx = jnp.asarray(unit_norm_gram(3, 5, seed=4))
+    param = DepthMuP(beta=1.2, sigma_in=0.9, sigma_out=1.1)
+    ref = continuum_kernels(param, act, kx)
+    ks = [4, 8, 16, 32, 64]
+    outs = [init_kernels(param, act, kx, k) for k in ks]
+    for name, pick in (
+        ("H1", lambda o: o.H[-1]),
+        ("G0", lambda o: o.G[0]),
+        ("Theta", lambda o: o.Theta),
+        ("Theta_decoupled", lambda o: o.Theta_decoupled),
+    ):
+        errs = [float(jnp.max(jnp.abs(pick(o) - getattr(ref, name)))) for o in outs]
+        assert abs(_slope(ks, errs) + 1) < 0.1, (name, errs)
+
+
+def test_continuum_needs_depth_mup():
+    with pytest.raises(ValueError, match="depth_mup"):
+        continuum_kernels(CompleteP(), Relu(), jnp.eye(2))
