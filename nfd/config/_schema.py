@@ -254,16 +254,6 @@ class Config:
             )
         if self.model.post_activation:
             raise ConfigError("model.post_activation", "has no limit solver", "false")
-        if (
-            self.kind == "limit"
-            and self.limit.method == "kernel"
-            and self.limit.coupling == "exact"
-        ):
-            raise ConfigError(
-                "limit.coupling",
-                "method = 'kernel' is implemented for mode B only",
-                "'decoupled', or method = 'particles' for mode A",
-            )
         if self.limit.method == "linear_exact" and self.model.activation != "linear":
             raise ConfigError(
                 "limit.method",

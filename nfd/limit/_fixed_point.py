@@ -1,32 +1,47 @@
 """The kernel fixed-point method as a path dynamics (spec NFD.md §4.3, `limit.method = "kernel"`):
-mode B, P1 and P2.
+modes A and B, P1 and P2.
 
-The mode-B (`decoupled`, NFD/GIA: ``R ≡ D ≡ 0``) limit of a one-layer depth-muP ResNet trained for ``T``
-steps is a single-site process driven by Gaussian processes whose covariances are the kernels
-``Φ_k`` and ``G_k`` themselves. Over the ``N = Pts (T+1)`` (step, point) pairs (flat index
-``n = t Pts + μ``; ``G`` has ``C × C`` blocks, index ``(t Pts + μ) C + a``) one member (one draw set)
-finds those kernels as the fixed point of the map
+The limit of a one-layer depth-muP ResNet trained for ``T`` steps is a single-site process driven
+by Gaussian processes whose covariances are the kernels ``Φ_k`` and ``G_k`` themselves; in mode A
+(`exact`, `ReusedWeights`: the limit of the standard network) it also carries the response terms
+``R_k``, ``D_k`` of the reused weights, which mode B (`decoupled`, NFD/GIA) sets to zero. Over the
+``N = Pts (T+1)`` (step, point) pairs (flat index ``n = t Pts + μ``; ``G`` has ``C × C`` blocks,
+index ``(t Pts + μ) C + a``) one member (one draw set) finds those kernels (and in mode A the
+responses' whitened coefficients) as the fixed point of the map
 
-    kernels → S samples of the single-site process → kernels.
+    iterate → S samples of the single-site process → iterate.
 
-With ``b = param.branch_multiplier(K)``, ``m = param.sgd_multipliers(K)`` and ``ε = η0 γ0``, one
-*sweep* (spec §3.4 with ``κ_A = 0``; `nfd.limit._fixed_point_sweep`) draws ``u^in``, ``v(0)``,
-``ξ_k ~ N(0, Φ_k)`` and ``ρ_k ~ N(0, G_{k+1})`` (independent in mode B) and, for ``t = 0..T``, runs
-on every sample
+With ``b = param.branch_multiplier(K)``, ``m = param.sgd_multipliers(K)``, ``ε = η0 γ0`` and
+``κ_A = 1`` in mode A, ``0`` in mode B, one *sweep* (spec §3.4; `nfd.limit._fixed_point_sweep`)
+draws ``u^in``, ``v(0)``, ``ξ_k ~ N(0, Φ_k)`` and ``ρ_k ~ N(0, G_{k+1})`` (independent of each other)
+and, for ``t = 0..T``, runs on every sample
 
     h_0(t)     = u^in + m_U ε σ_in² Σ_{s<t, ν} K^x_{νμ} g_{0,ν}(s)·c_ν(s)
-    h_{k+1}(t) = h_k(t) + b ξ_k(t) + m_W b² ε Σ_{s<t, ν} Φ_k(s,t)_{νμ} g_{k+1,ν}(s)·c_ν(s)
+    h_{k+1}(t) = h_k(t) + b [ξ_k(t) + κ_A Σ_{s<t} R_k(t,s) g_{k+1}(s)]
+                        + m_W b² ε Σ_{s<t, ν} Φ_k(s,t)_{νμ} g_{k+1,ν}(s)·c_ν(s)
     f(t), c(t) (readout below; c = 1[ν ∈ B_t] Δ_ν/|B_t|, zero at t = T)
     g_K(t)     = φ'(h_K(t)) v(t)
-    g_k(t)     = g_{k+1}(t) + φ'(h_k(t)) ⊙ [b ρ_k(t) + m_W b² ε Σ_{s<t, ν} φ(h_{k,ν}(s)) c_ν(s)ᵀ G_{k+1}(s,t)_{ν·}]
+    g_k(t)     = g_{k+1}(t) + φ'(h_k(t)) ⊙ [b ρ_k(t) + κ_A b Σ_{s≤t} D_k(t,s) φ(h_k(s))
+                        + m_W b² ε Σ_{s<t, ν} φ(h_{k,ν}(s)) c_ν(s)ᵀ G_{k+1}(s,t)_{ν·}]
     v(t+1)     = v(t) + m_v ε Σ_ν φ(h_{K,ν}(t)) c_ν(t)ᵀ
 
-with the kernels of the previous iterate in the noises and drifts. In mode B no increment depends
-on the current ``h_k(t)`` or ``g_{k+1}(t)``, so the depth recursions are a (reverse) cumulative sum
-over the layer axis, and the sweep is one ``lax.scan`` over training steps. The new kernels are
-the sample moments ``Φ_k = E[φ(h_k) φ(h_k)ᵀ]``, ``G_k = E[g_k g_kᵀ]`` over all pairs; they are damped,
-``X ← (1 − λ) X + λ X_new``, until the residual ``max_k max|X_new − X|/max|X|`` (over ``Φ`` and ``G``
-and every layer step ``k``) is below ``tol``.
+with ``R_k(t,s) = E[∂φ(h_k(t))/∂ρ_k(s)]`` and ``D_k(t,s) = E[∂g_{k+1}(t)/∂ξ_k(s)]`` (spec §3.1), and the
+previous iterate in the noises, drifts and responses. The responses are whitened Stein sums
+(`nfd.limit._fixed_point_response`): with ``ρ_k = L^G_k z^ρ_k`` and ``ξ_k = L^Φ_k z^ξ_k``,
+
+    Σ_{s<t} R_k(t,s) g_{k+1}(s) = Σ_{j: steps < t} E[φ(h_k(t)) z^ρ_{k,j}] e^ρ_{k,j},  L^G_k e^ρ_k = g_{k+1}
+    Σ_{s≤t} D_k(t,s) φ(h_k(s))  = Σ_{j: steps ≤ t} E[g_{k+1}(t) z^ξ_{k,j}] e^ξ_{k,j},  L^Φ_k e^ξ_k = φ(h_k)
+
+over the columns ``j`` whose pivot satisfies ``L_jj² ≥ stein_tol · X_jj`` (``X`` the kernel). The
+expectations are sample moments of the previous sweep (as the drift kernels are), so no increment
+depends on the current ``h_k(t)`` or ``g_{k+1}(t)``: the ``R`` term needs ``g_{k+1}`` of earlier
+steps, the ``D`` term the forward fields of step ``t``, which the forward pass has already made.
+The depth recursions are therefore a (reverse) cumulative sum over the layer axis in both modes,
+and the sweep is one ``lax.scan`` over training steps. The new iterate is the sample moments
+``Φ_k = E[φ(h_k) φ(h_k)ᵀ]``, ``G_k = E[g_k g_kᵀ]`` over all pairs (and in mode A the Stein
+coefficients ``E[φ(h_k(t)) z^ρ_{k,j}]``, ``E[g_{k+1}(t) z^ξ_{k,j}]``); it is damped,
+``X ← (1 − λ) X + λ X_new``, until the residual ``max_k max|X_new − X|/max|X|`` (over ``Φ`` and ``G``,
+in mode A also both coefficient arrays, and every layer step ``k``) is below ``tol``.
 
 Readouts (spec §3.3; `readout.predict`/`readout.advance`), evaluated inside the sweep from the
 current samples (at the fixed point this is the spec's "from the current kernels"/"from the previous
@@ -35,7 +50,7 @@ samples": the samples' moments *are* the kernels there):
 * P1 (`NTKReadout`): ``f(0) = 0``, ``f(t+1) = f(t) + η0 Θ(t) c(t)`` with ``Θ(t)`` the fields' own NTK
   (spec §3.4 step 5) from the step-``t`` samples, formed as the first-order change (no ``Θ``).
 * P2 (`FeatureReadout`): ``f(t) = (E_S[v(t) φ(h_K(t))] − E_S[v(0) φ(h_K(0))])/γ0``, the centred
-  limit of the *decoupled* network.
+  limit of the standard network (mode A) or of the *decoupled* network (mode B).
 
 **Random numbers.** All normal draws of a member are made once from its key (common random
 numbers), so the map is deterministic and the iteration converges geometrically to the fixed point
@@ -55,15 +70,16 @@ are reproduced exactly; this needs ``S ≥ D + C + K N (1 + C)``.
 time-causal (the step-major ordering), so samples at steps ``≤ t`` depend only on kernel entries at
 steps ``≤ t``, and the fixed-point map is triangular in time and depth.
 
-**NTK observable** (as `MatrixParticles.observe`): for P1 the fields' own kernel ``Θ(t)``; for P2
-the kernel ``Θ̃(t)`` by which the decoupled network's ``f`` moves, with true-sensitivity rows. The
+**NTK observable** (as `MatrixParticles.observe`): the fields' own kernel ``Θ(t)`` for P1, and for
+P2 in mode A (whose ``g`` is the true sensitivity); for P2 in mode B the kernel ``Θ̃(t)`` by which
+the decoupled network's ``f`` moves, with true-sensitivity rows. The
 true sensitivity ``ĝ = γ0 ∂f/∂h`` backpropagates through the *forward* matrices ``W_k``, whose
 transpose is conditioned on the forward fields, so (spec §3.1) ``W_kᵀ ĝ_{k+1}(t) → ρ̂_k(t) +
 Σ_{s≤t} D_k(t,s) φ(h_k(s))`` with ``D_k(t,s) = E[∂ĝ_{k+1}(t)/∂ξ_k(s)]``. The Gaussian part ``ρ̂`` is
 independent of everything the decoupled dynamics see, so it drops out of every cross-kernel
 ``E[ĝ g̃]`` and is omitted; the response term is estimated by whitened Stein (spec §3.4) on the
-forward draws, ``Σ_s D_k(t,s) φ(h_k(s)) = Σ_j E[ĝ_{k+1}(t) z_{k,j}] (L_k^{-1} φ(h_k))_j`` over the
-pairs ``j`` of steps ``≤ t`` whose pivot satisfies ``L_jj² ≥ stein_tol · Φ_jj`` (default ``1e-6``:
+forward draws, ``Σ_s D_k(t,s) φ(h_k(s)) = Σ_j E[ĝ_{k+1}(t) z^ξ_{k,j}] e^ξ_{k,j}`` over the pairs ``j``
+of steps ``≤ t`` with the same pivot rule as mode A's responses (default ``stein_tol = 1e-6``:
 directions that the jitter alone keeps alive are dropped). The drift of ``ĝ`` uses the cross kernel
 ``E[g̃_{k+1}(s) ĝ_{k+1}(t)ᵀ]``, since ``ΔW`` accumulates the decoupled fields. At ``t = 0``, ``D = 0``
 and ``Θ̃(0)`` is spec §2's. ``Θ̃`` is a post-processing pass on the converged samples.
@@ -75,9 +91,10 @@ history. On the same draws it stopped after 16 and 25 map evaluations instead of
 (``rtol = tol``, ``atol = 0``; ``f`` moved by 1e-6), or with ``atol = rtol = tol`` at a state whose
 residual is 1.8e-4 > ``tol`` (C = 3).
 
-Not supported: mode A (`ReusedWeights`, `limit.coupling = "exact"`), two-layer blocks, Adam.
+Not supported: two-layer blocks, Adam.
 Cost per iteration ``O(K N³ (1 + C³) + S K N² (1 + C²))`` (factors and moments) plus
-``O(S K Pts² T² C²)`` (drifts); memory ``O(S K N (1 + C) + K N² C²)``.
+``O(S K Pts² T² C²)`` (drifts); mode A adds ``O(S K N² C)`` (Stein coefficients and response
+terms) and ``O(K N³ C²)`` (their triangular solves); memory ``O(S K N (1 + C) + K N² C²)``.
 """
 
 from typing import ClassVar
@@ -102,7 +119,7 @@ from ._fixed_point_sweep import (
     draw,
     moments,
     num_columns,
-    relative_change,
+    residual,
     sweep,
     theta_tilde_fields,
     tiled_init,
@@ -114,8 +131,8 @@ class FixedPointInfo(eqx.Module):
 
     Attributes:
         iterations: map evaluations before the stopping rule fired.
-        residual: the residual ``max_k max|X_new − X| / max|X|`` (``X`` over ``Φ_k`` and ``G_k``) of
-            the state whose observables are reported.
+        residual: the residual ``max_k max|X_new − X| / max|X|`` (``X`` over ``Φ_k`` and ``G_k``,
+            in mode A also the response coefficients) of the state whose observables are reported.
         residual_history: the residual of each iteration ``(max_iter,)``; NaN after stopping.
         converged: ``residual < tol``; a member that did not converge is recorded here (its
             observables are those of its last iterate), never silently.
@@ -128,7 +145,7 @@ class FixedPointInfo(eqx.Module):
 
 
 class KernelFixedPoint(AbstractPathDynamics):
-    """The mode-B limit by the kernel fixed-point method (spec §4.3; module docstring).
+    """The mode-A or mode-B limit by the kernel fixed-point method (spec §4.3; module docstring).
 
     Each member is one independent draw set of ``S`` samples from its key (``deterministic =
     False``); the spread over members is the Monte Carlo error (`fixed_point_se`).
@@ -137,17 +154,19 @@ class KernelFixedPoint(AbstractPathDynamics):
         num_samples: ``S``, samples per draw set (`limit.particles`).
         num_layer_steps: ``K`` (`limit.layer_steps`; ``= L`` for the depth-``L`` network).
         param, activation, loss: as the finite network's (SGD).
-        coupling: `DecoupledWeights` (mode B, `limit.coupling = "decoupled"`); mode A
-            (`ReusedWeights`) is not implemented here yet.
+        coupling: `ReusedWeights` (mode A, `limit.coupling = "exact"`: the response terms by
+            whitened Stein) or `DecoupledWeights` (mode B, `"decoupled"`).
         readout: `FeatureReadout` (P2) or `NTKReadout` (P1).
         block: `OneLayer` (the only block kind solved here).
         damping: ``λ`` in ``X ← (1 − λ) X + λ X_new``; the spec's range is ``[0.3, 1]``. The map is
             triangular in time and depth, so ``λ = 1`` usually converges fastest.
-        tol: stop when the residual (max relative kernel change) is below this.
+        tol: stop when the residual (max relative change of the kernels and, in mode A, of the
+            Stein coefficients) is below this.
         max_iter: at most this many map evaluations.
         jitter: relative diagonal jitter of the Cholesky factors (``None``: ``1e-10`` in float64,
             ``1e-5`` in float32).
-        stein_tol: relative pivot tolerance of the whitened Stein response in ``Θ̃`` (P2 ``ntk``).
+        stein_tol: relative pivot tolerance of the whitened Stein sums: mode A's response terms
+            and mode B's ``Θ̃`` (P2 ``ntk``).
         orthogonalize: orthonormalise the normal draws over samples (moment matching).
 
     ``η0`` and the parameterization's scalars (``γ0``, ``β``, ...) are traced, so a sweep over them
@@ -172,13 +191,6 @@ class KernelFixedPoint(AbstractPathDynamics):
     deterministic: ClassVar[bool] = False
 
     def __check_init__(self):
-        if not self.coupling.decoupled:
-            raise NotImplementedError(
-                "The kernel fixed point implements mode B only: [limit] coupling = 'decoupled' "
-                f"(DecoupledWeights), got {self.coupling!r}. Mode A ('exact') needs the whitened "
-                "Stein responses of spec §3.4: use [limit] method = 'particles' with noise = "
-                "'matrix'."
-            )
         check_one_layer(self.block, "kernel")
         check_layer_steps(self.num_layer_steps)
         if self.num_samples < 2:
@@ -322,10 +334,8 @@ def _iterate(dyn: KernelFixedPoint, points, lr, rows, draws: Draws, init: Kernel
 
     def body(state: _Loop):
         sw = sweep(dyn, points, lr, rows, draws, state.kern, jitter)
-        new = moments(dyn, sw)
-        r = jnp.maximum(
-            relative_change(new.Phi, state.kern.Phi), relative_change(new.G, state.kern.G)
-        )
+        new = moments(dyn, sw, draws)
+        r = residual(new, state.kern)
         r = jnp.where(jnp.isfinite(r), r, jnp.asarray(jnp.inf, r.dtype))
         kern = jax.tree.map(lambda x, y: (1 - lam) * x + lam * y, state.kern, new)
         return _Loop(

@@ -1,16 +1,17 @@
 """The single-site process of the kernel fixed point (`nfd.limit._fixed_point`, spec NFD.md §4.3).
 
-Given the kernels ``Φ_k``, ``G_k`` over all (step, point) pairs, `sweep` samples the mode-B process on
-``S`` samples (its equations are in `nfd.limit._fixed_point`), `moments` returns its kernels, and
-`theta_tilde` computes the NTK ``Θ̃`` with true-sensitivity rows by whitened Stein on the converged
-samples. `draw` makes the normal draws of one member (common random numbers for every iteration)
-and `tiled_init` the first iterate, the ``t = 0`` kernels of spec §2 at every pair of steps.
+Given an iterate (the kernels ``Φ_k``, ``G_k`` over all (step, point) pairs and, in mode A, the
+whitened response coefficients), `sweep` samples the process on ``S`` samples (its equations are in
+`nfd.limit._fixed_point`; mode A's response terms are `nfd.limit._fixed_point_response`'s), `moments`
+returns the next iterate, `residual` the change between two, and `theta_tilde_fields` the kernels of
+mode B's NTK ``Θ̃`` with true-sensitivity rows by whitened Stein on the converged samples. `draw`
+makes the normal draws of one member (common random numbers for every iteration) and `tiled_init`
+the first iterate, the ``t = 0`` kernels of spec §2 at every pair of steps (``R = D = 0``).
 """
 
 from typing import TYPE_CHECKING
 
 import equinox as eqx
-import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.random as jr
@@ -19,6 +20,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .. import nn
 from ..dynamics import Points
+from ._fixed_point_response import response_coefficients, response_weights, stein_weights
 from ._recursion import init_kernels
 
 if TYPE_CHECKING:
@@ -33,10 +35,14 @@ def _einsum(spec: str, *arrays):
 
 class Kernels(eqx.Module):
     """An iterate: ``Φ_k`` over (step, point) pairs and ``G_k`` over (step, point, output)
-    triples (flat index ``n = t Pts + μ``, ``(t Pts + μ) C + a``), ``k = 0..K``."""
+    triples (flat index ``n = t Pts + μ``, ``(t Pts + μ) C + a``), ``k = 0..K``; in mode A also the
+    whitened response coefficients ``R_k``, ``D_k``, ``k = 0..K−1``
+    (`nfd.limit._fixed_point_response.response_coefficients`), ``None`` in mode B."""
 
     Phi: Float[Array, "Kp1 N N"]
     G: Float[Array, "Kp1 NC NC"]
+    R: Float[Array, "K N NC"] | None = None
+    D: Float[Array, "K NC N"] | None = None
 
 
 class Draws(eqx.Module):
@@ -80,11 +86,26 @@ def factor(x: Float[Array, "*k N N"], jitter: float) -> Float[Array, "*k N N"]:
     return jnp.linalg.cholesky(x + (jitter * scale)[..., None, None] * eye[None])
 
 
-def relative_change(new: Array, old: Array) -> Array:
-    """``max_k max|new_k − old_k| / max|old_k|`` over the leading (layer-step) axis."""
+def relative_change(new: Array, old: Array, scale: Array | None = None) -> Array:
+    """``max_k max|new_k − old_k| / max|scale_k|`` over the leading (layer-step) axis (``scale``
+    defaults to ``old``; a zero scale counts as 1)."""
     num = jnp.max(jnp.abs(new - old), axis=(-2, -1))
-    den = jnp.max(jnp.abs(old), axis=(-2, -1))
+    den = jnp.max(jnp.abs(old if scale is None else scale), axis=(-2, -1))
     return jnp.max(num / jnp.where(den > 0, den, jnp.ones_like(den)))
+
+
+def residual(new: Kernels, old: Kernels) -> Array:
+    """The largest relative change of the iterate's fields: `relative_change` of ``Φ`` and ``G``;
+    in mode A also of ``R`` and ``D``, relative to ``max(max|new_k|, max|old_k|)``.
+
+    The response coefficients start at zero and are ``O(η0 γ0)``, yet move ``f`` at ``O(η0)`` (P2
+    divides by ``γ0``): an absolute change would pass ``tol`` before the responses have acted.
+    """
+    r = jnp.maximum(relative_change(new.Phi, old.Phi), relative_change(new.G, old.G))
+    for a, b in ((new.R, old.R), (new.D, old.D)):
+        if a is not None and b is not None:
+            r = jnp.maximum(r, relative_change(a, b, jnp.maximum(jnp.abs(a), jnp.abs(b))))
+    return r
 
 
 # -- draws and the first iterate -------------------------------------------------------------
@@ -106,7 +127,8 @@ def draw(dyn: "KernelFixedPoint", points: Points, num_steps: int, *, key: PRNGKe
 
 
 def tiled_init(dyn: "KernelFixedPoint", points: Points, num_steps: int) -> Kernels:
-    """The t = 0 kernels of spec §2, tiled over every pair of steps (``G^{ab} = δ^{ab} G``)."""
+    """The t = 0 kernels of spec §2, tiled over every pair of steps (``G^{ab} = δ^{ab} G``); in mode A
+    zero response coefficients."""
     kx = points.kx
     init = init_kernels(dyn.param, dyn.activation, kx, dyn.num_layer_steps)
     T1, P, C = num_steps + 1, points.num_points, points.out_dim
@@ -116,10 +138,35 @@ def tiled_init(dyn: "KernelFixedPoint", points: Points, num_steps: int) -> Kerne
     phi = jnp.transpose(phi, (0, 1, 2, 4, 3)).reshape(Kp1, T1 * P, T1 * P)
     eye = jnp.eye(C, dtype=kx.dtype)
     g = _einsum("st,kpq,ab->kspatqb", ones, init.G, eye).reshape(Kp1, T1 * P * C, T1 * P * C)
-    return Kernels(Phi=phi, G=g)
+    if dyn.coupling.decoupled:
+        return Kernels(Phi=phi, G=g)
+    N, K = T1 * P, dyn.num_layer_steps  # mode A: R = D = 0 at t = 0 (spec §3.1)
+    zeros = jnp.zeros((K, N, N * C), kx.dtype)
+    return Kernels(Phi=phi, G=g, R=zeros, D=jnp.swapaxes(zeros, 1, 2))
 
 
 # -- one sweep --------------------------------------------------------------------------------
+def _inputs(dyn: "KernelFixedPoint", points: Points, draws: Draws, kern: Kernels, jitter: float):
+    """The per-step inputs of a sweep (leading axis: step ``t``): the noises ``ξ_k(t)``,
+    ``ρ_k(t)``, column ``t`` of ``Φ_k`` and ``G_{k+1}``, and in mode A the response weights."""
+    K, S = dyn.num_layer_steps, dyn.num_samples
+    P, C = points.y.shape
+    T1 = kern.Phi.shape[-1] // P
+    L_phi = factor(kern.Phi[:K], jitter)  # (K, N, N)
+    L_g = factor(kern.G[1:], jitter)  # (K, NC, NC)
+    xi = _einsum("knm,ikm->ikn", L_phi, draws.z_xi).reshape(S, K, T1, P)
+    rho = _einsum("knm,ikm->ikn", L_g, draws.z_rho).reshape(S, K, T1, P, C)
+    # column t of each kernel: Φ_k((s, ν), (t, μ)) as (K, T1_s, P_ν, P_μ); G likewise with outputs
+    phi_cols = jnp.moveaxis(kern.Phi[:K].reshape(K, T1, P, T1, P), 3, 0)
+    g_cols = jnp.moveaxis(kern.G[1:].reshape(K, T1, P, C, T1, P, C), 4, 0)
+    resp = None
+    if kern.R is not None and kern.D is not None:  # mode A
+        resp = response_weights(
+            kern.R, kern.D, L_phi, L_g, kern.Phi[:K], kern.G[1:], dyn.stein_tol, P
+        )
+    return jnp.moveaxis(xi, 2, 0), jnp.moveaxis(rho, 2, 0), phi_cols, g_cols, resp
+
+
 def sweep(
     dyn: "KernelFixedPoint",
     points: Points,
@@ -129,9 +176,11 @@ def sweep(
     kern: Kernels,
     jitter: float,
 ) -> Sweep:
-    """Samples of the mode-B single-site process given the kernels (`nfd.limit._fixed_point`).
+    """Samples of the single-site process given the iterate (`nfd.limit._fixed_point`).
 
     ``schedule`` holds the batch of every step ``t = 0..T`` (the row at ``T`` is unused: ``c = 0``).
+    Mode A adds the response terms (`nfd.limit._fixed_point_response`), which need the histories
+    ``g_{k+1}(s)`` and ``φ(h_k(s))``; mode B carries ``None`` in their place.
     """
     phi, gamma0 = dyn.activation, dyn.param.gamma0
     K, S = dyn.num_layer_steps, dyn.num_samples
@@ -141,22 +190,16 @@ def sweep(
     b, weights, eg = coefficients(dyn, lr)
     w_drift = weights[dyn.block.branch] * eg
     in_drift = weights["U"] * eg
-
-    L_phi = factor(kern.Phi[:K], jitter)  # (K, N, N)
-    L_g = factor(kern.G[1:], jitter)  # (K, NC, NC)
-    xi = _einsum("knm,ikm->ikn", L_phi, draws.z_xi).reshape(S, K, T1, P)
-    rho = _einsum("knm,ikm->ikn", L_g, draws.z_rho).reshape(S, K, T1, P, C)
-    xi, rho = jnp.moveaxis(xi, 2, 0), jnp.moveaxis(rho, 2, 0)  # leading axis: step t
-    # column t of each kernel: Φ_k((s, ν), (t, μ)) as (K, T1_s, P_ν, P_μ); G likewise with outputs
-    phi_cols = jnp.moveaxis(kern.Phi[:K].reshape(K, T1, P, T1, P), 3, 0)
-    g_cols = jnp.moveaxis(kern.G[1:].reshape(K, T1, P, C, T1, P, C), 4, 0)
+    xi, rho, phi_cols, g_cols, resp = _inputs(dyn, points, draws, kern, jitter)
 
     def step(carry, xs):
-        gc_buf, phic_buf, v, f_ntk, F0 = carry
-        t, xi_t, rho_t, phi_col, g_col, idx = xs
+        gc_buf, phic_buf, v, f_ntk, F0, g_buf, ph_buf = carry
+        t, xi_t, rho_t, phi_col, g_col, idx, resp_t = xs
         # forward: every increment is known before h_k(t), so h is a cumulative sum over k
         h0 = draws.u + in_drift * jnp.matmul(jnp.sum(gc_buf[:, 0], axis=1), kx, precision=HIGHEST)
         drift = w_drift * _einsum("iksn,ksnm->ikm", gc_buf[:, 1:], phi_col)  # (S, K, P)
+        if resp_t is not None:  # mode A: + Σ_{s<t} R_k(t,s) g_{k+1}(s)
+            xi_t = xi_t + _einsum("kmsnb,iksnb->ikm", resp_t[0], g_buf)
         inc = b * xi_t + drift
         h = jnp.concatenate([h0[:, None], h0[:, None] + jnp.cumsum(inc, axis=1)], axis=1)
         ph, dph = phi(h), phi.deriv(h)  # (S, K+1, P)
@@ -168,6 +211,9 @@ def sweep(
         # backward: likewise a reverse cumulative sum
         gK = dph[:, K, :, None] * v[:, None, :]  # (S, P, C)
         bdrift = _einsum("iksnb,ksnbma->ikma", phic_buf, g_col)  # (S, K, P, C)
+        if resp_t is not None:  # mode A: + Σ_{s≤t} D_k(t,s) φ(h_k(s))
+            ph_buf = ph_buf.at[:, :, t].set(ph[:, :K])
+            rho_t = rho_t + _einsum("kmasn,iksn->ikma", resp_t[1], ph_buf)
         ginc = dph[:, :K, :, None] * (b * rho_t + w_drift * bdrift)
         rc = jnp.flip(jnp.cumsum(jnp.flip(ginc, axis=1), axis=1), axis=1)
         g = jnp.concatenate([gK[:, None] + rc, gK[:, None]], axis=1)  # (S, K+1, P, C)
@@ -178,17 +224,18 @@ def sweep(
         v = v + weights["v"] * eg * jnp.matmul(ph[:, K], c, precision=HIGHEST)
         gc_buf = gc_buf.at[:, :, t].set(gc)
         phic_buf = phic_buf.at[:, :, t].set(ph[:, :K, :, None] * c[None, None])
-        return (gc_buf, phic_buf, v, f_ntk, F0), (h, g, f, c, drift)
+        if g_buf is not None:
+            g_buf = g_buf.at[:, :, t].set(g[:, 1:])
+        return (gc_buf, phic_buf, v, f_ntk, F0, g_buf, ph_buf), (h, g, f, c, drift)
 
     dtype = points.y.dtype
-    carry = (
-        jnp.zeros((S, K + 1, T1, P), dtype),
-        jnp.zeros((S, K, T1, P, C), dtype),
-        draws.v0,
-        jnp.zeros((P, C), dtype),
-        jnp.zeros((P, C), dtype),
-    )
-    xs = (jnp.arange(T1), xi, rho, phi_cols, g_cols, schedule)
+    zeros = jnp.zeros((P, C), dtype)
+    histories = (None, None)  # mode A: g_{k+1}(s), φ(h_k(s)) of the steps done so far
+    if resp is not None:
+        histories = (jnp.zeros((S, K, T1, P, C), dtype), jnp.zeros((S, K, T1, P), dtype))
+    carry = (jnp.zeros((S, K + 1, T1, P), dtype), jnp.zeros((S, K, T1, P, C), dtype))
+    carry = (*carry, draws.v0, zeros, zeros, *histories)
+    xs = (jnp.arange(T1), xi, rho, phi_cols, g_cols, schedule, resp)
     _, (h, g, f, c, drift) = lax.scan(step, carry, xs)
     return Sweep(h=h, g=g, f=f, c=c, drift=drift)
 
@@ -204,15 +251,19 @@ def _theta_c(weights, branch, kx, ph, g, gc, c) -> Float[Array, "Pts C"]:
     return weights["U"] * u_term + weights[branch] * w_term + weights["v"] * v_term
 
 
-def moments(dyn: "KernelFixedPoint", sw: Sweep) -> Kernels:
-    """The sample kernels ``Φ_k``, ``G_k`` over all pairs of one sweep."""
+def moments(dyn: "KernelFixedPoint", sw: Sweep, draws: Draws) -> Kernels:
+    """The sample kernels ``Φ_k``, ``G_k`` over all pairs of one sweep; in mode A also its whitened
+    response coefficients ``R_k``, ``D_k``."""
     S = dyn.num_samples
     T1, _, Kp1, P = sw.h.shape
     C = sw.g.shape[-1]
     ph = dyn.activation(sw.h)
     Phi = _einsum("tikp,uikq->ktpuq", ph, ph).reshape(Kp1, T1 * P, T1 * P) / S
     G = _einsum("tikpa,uikqb->ktpauqb", sw.g, sw.g).reshape(Kp1, T1 * P * C, T1 * P * C) / S
-    return Kernels(Phi=Phi, G=G)
+    if dyn.coupling.decoupled:
+        return Kernels(Phi=Phi, G=G)
+    R, D = response_coefficients(ph, sw.g, draws.z_xi, draws.z_rho)
+    return Kernels(Phi=Phi, G=G, R=R, D=D)
 
 
 # -- Θ̃ by whitened Stein -----------------------------------------------------------------------
@@ -227,9 +278,10 @@ def theta_tilde_fields(
     """The kernels of ``Θ̃(t)``: the cross kernels ``E[ĝ_k(t) g̃_k(t)ᵀ]`` of the true sensitivity
     ``ĝ`` and the decoupled fields (class-averaged), and ``Φ_k(t, t)``, ``k = 0..K``.
 
-    ``ĝ`` backpropagates through the forward matrices: ``ĝ_k = ĝ_{k+1} + φ'(h_k) ⊙ [b Σ_s D_k(t,s)
+    ``ĝ`` backpropagates through the forward matrices: ``ĝ_k = ĝ_{k+1} + φ'(h_k) ⊙ [b Σ_{s≤t} D_k(t,s)
     φ(h_k(s)) + m_W b² ε Σ_{s<t} φ(h_k(s)) c(s)ᵀ E[g̃_{k+1}(s) ĝ_{k+1}(t)ᵀ]]`` with the response by
-    whitened Stein on the forward draws (`nfd.limit._fixed_point`, "NTK observable").
+    whitened Stein on the forward draws (`stein_weights`; `nfd.limit._fixed_point`, "NTK
+    observable").
     """
     phi = dyn.activation
     K, S = dyn.num_layer_steps, dyn.num_samples
@@ -242,10 +294,6 @@ def theta_tilde_fields(
     L_phi = factor(kern.Phi[:K], jitter)  # the factors that drew ξ
     ph_flat = jnp.moveaxis(ph[:, :, :K], 2, 0)  # (K, T1, S, P)
     ph_flat = jnp.transpose(ph_flat, (0, 2, 1, 3)).reshape(K, S, N)
-    e_hat = jax.vmap(lambda L, y: jsl.solve_triangular(L, y.T, lower=True))(L_phi, ph_flat)
-    diag_l = jnp.diagonal(L_phi, axis1=-2, axis2=-1)
-    diag_phi = jnp.diagonal(kern.Phi[:K], axis1=-2, axis2=-1)
-    keep = diag_l**2 >= dyn.stein_tol * diag_phi  # (K, N)
     step_of = jnp.arange(N) // P
     causal = step_of[None, :] <= jnp.arange(T1)[:, None]  # (T1, N): pairs of steps ≤ t
     strict = jnp.arange(T1)[:, None] < jnp.arange(T1)[None, :]  # (s, t): s < t
@@ -253,19 +301,21 @@ def theta_tilde_fields(
     b = dyn.param.branch_multiplier(K)
 
     def body(ghat, xs):  # ghat = ĝ_{k+1}(t) for every t: (T1, S, P, C)
-        e_k, keep_k, z_k, g_next, phic_k, dph_k = xs
+        L_k, Phi_k, ph_k, z_k, g_next, phic_k, dph_k = xs
         cross = _einsum("tipa,tiqa->tpq", ghat, g_next) / (S * C)
-        mask = (causal & keep_k[None]).astype(ghat.dtype)  # (T1, N)
-        coef = _einsum("tipa,ij->tpaj", ghat, z_k) / S * mask[:, None, None, :]
-        resp = _einsum("tpaj,ji->tipa", coef, e_k)  # Σ_s D_k(t, s) φ(h_k(s))
+        coef = _einsum("tipa,ij->tpaj", ghat, z_k) / S  # E[ĝ_{k+1}(t) z_{k,j}]
+        coef = jnp.where(causal[:, None, None, :], coef, jnp.zeros_like(coef))
+        w = stein_weights(L_k, Phi_k, coef, dyn.stein_tol)  # (T1, P, C, N)
+        resp = _einsum("tpan,in->tipa", w, ph_k)  # Σ_{s≤t} D_k(t, s) φ(h_k(s))
         gx = _einsum("sinb,tipa->snbtpa", g_next, ghat) / S  # E[g̃_{k+1}(s) ĝ_{k+1}(t)ᵀ]
         drift = _einsum("sinb,snbtpa,st->tipa", phic_k, gx, strict.astype(ghat.dtype))
         ghat = ghat + dph_k[..., None] * (b * resp + w_drift * drift)
         return ghat, cross
 
     xs = (
-        e_hat,
-        keep,
+        L_phi,
+        kern.Phi[:K],
+        ph_flat,
         jnp.moveaxis(draws.z_xi, 1, 0),
         jnp.moveaxis(sw.g[:, :, 1:], 2, 0),
         jnp.moveaxis(phic, 2, 0),

@@ -102,3 +102,17 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: model.width: must be > 0, got -3 (an integer > 0)"
+
+
+@pytest.mark.parametrize(
+    "coupling,backward", [("exact", "ReusedWeights"), ("decoupled", "DecoupledWeights")]
+)
+def test_kernel_limit_accepts_both_couplings(tmp_path, coupling, backward):
+    """`limit.method = "kernel"` solves mode A (`exact`) and mode B (`decoupled`): the config loads
+    and `build_limit` passes the coupling through to `KernelFixedPoint`."""
+    from nfd.limit import KernelFixedPoint
+
+    text = 'kind = "limit"\n' + MINIMAL + f'[limit]\nmethod = "kernel"\ncoupling = "{coupling}"\n'
+    cfg = config.load(_write(tmp_path, text))
+    dyn = config.build_limit(cfg)
+    assert isinstance(dyn, KernelFixedPoint) and type(dyn.coupling).__name__ == backward

@@ -265,16 +265,28 @@ def test_lazy_limit_is_kernel_gradient_descent(readout, theta):
     )
 
 
-def test_mode_a_is_not_implemented():
-    with pytest.raises(NotImplementedError, match="coupling"):
+@pytest.mark.parametrize("coupling", [nfd.ReusedWeights(), nfd.DecoupledWeights()])
+def test_two_layer_blocks_are_refused_in_both_modes(coupling):
+    """Mode A is solved too (tests/limit/test_kernel_mode_a.py); two-layer blocks are not."""
+    KernelFixedPoint(
+        num_samples=64,
+        num_layer_steps=K,
+        param=nfd.DepthMuP(),
+        activation=Tanh(),
+        loss=MSE(),
+        coupling=coupling,
+        readout=NTKReadout(),
+    )
+    with pytest.raises(ValueError, match="one_layer"):
         KernelFixedPoint(
             num_samples=64,
             num_layer_steps=K,
             param=nfd.DepthMuP(),
             activation=Tanh(),
             loss=MSE(),
-            coupling=nfd.ReusedWeights(),
+            coupling=coupling,
             readout=NTKReadout(),
+            block=nfd.TwoLayer(),
         )
 
 
