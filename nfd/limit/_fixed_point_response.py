@@ -42,13 +42,23 @@ with moment-matched draws and ``φ = id`` every field is linear in the draws and
 The same helper gives mode B's ``Θ̃`` response (`nfd.limit._fixed_point_sweep.theta_tilde_fields`).
 """
 
-import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
 HIGHEST = lax.Precision.HIGHEST
+
+
+def one_at_a_time(fn, *xs):
+    """``vmap(fn)(*xs)`` as a loop over the leading axis, for ``fn`` that calls LAPACK.
+
+    jaxlib 0.10's CPU runtime splits a *batched* LAPACK call (Cholesky, triangular solve) into
+    tasks on its intra-op thread pool and blocks the calling worker until they finish; two such
+    calls in flight can each hold a worker while their tasks wait behind the other's, which
+    deadlocks a 2-thread pool (seen at ``N ≥ 72`` pairs on 2 cores). Unbatched calls run inline.
+    """
+    return lax.map(lambda args: fn(*args), xs)
 
 
 def stein_weights(
@@ -118,8 +128,8 @@ def response_weights(
     """
     K, N, NC = R.shape
     P, T1, C = num_points, N // num_points, NC // N
-    wR = jax.vmap(lambda L, X, a: stein_weights(L, X, a, stein_tol))(L_g, G, R)
-    wD = jax.vmap(lambda L, X, a: stein_weights(L, X, a, stein_tol))(L_phi, Phi, D)
+    wR = one_at_a_time(lambda L, X, a: stein_weights(L, X, a, stein_tol), L_g, G, R)
+    wD = one_at_a_time(lambda L, X, a: stein_weights(L, X, a, stein_tol), L_phi, Phi, D)
     wR = jnp.moveaxis(wR.reshape(K, T1, P, T1, P, C), 1, 0)
     wD = jnp.moveaxis(wD.reshape(K, T1, P, C, T1, P), 1, 0)
     return wR, wD

@@ -83,7 +83,10 @@ def factor(x: Float[Array, "*k N N"], jitter: float) -> Float[Array, "*k N N"]:
     scale = jnp.mean(jnp.diagonal(x, axis1=-2, axis2=-1), axis=-1)
     scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
     eye = jnp.eye(n, dtype=x.dtype)
-    return jnp.linalg.cholesky(x + (jitter * scale)[..., None, None] * eye[None])
+    x = x + (jitter * scale)[..., None, None] * eye[None]
+    if x.ndim == 2:
+        return jnp.linalg.cholesky(x)
+    return lax.map(jnp.linalg.cholesky, x)  # one matrix per call: see `one_at_a_time`
 
 
 def relative_change(new: Array, old: Array, scale: Array | None = None) -> Array:

@@ -387,3 +387,37 @@ def test_unconverged_member_is_recorded_not_failed():
         max_iter=2,
     )
     assert "2 of 2 member(s) not converged" in (dyn.describe(traj) or "")
+
+
+def test_many_pairs_do_not_deadlock_the_cpu_runtime():
+    """P = 8 points over T = 10 steps (N = 88 pairs), two members: jaxlib 0.10's CPU runtime
+    deadlocked (every worker idle, forever) when the kernel method factored its layer batch in one
+    batched LAPACK call (`one_at_a_time`). Run in a subprocess with a deadline, so a regression fails
+    instead of hanging the suite; both modes converge."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp, jax.random as jr
+        import nfd
+        from nfd.dynamics import Points, SaveAt, batch_schedule, evolve, save_steps
+        from nfd.limit import KernelFixedPoint
+        from nfd.nn import MSE, Tanh
+        x = jr.normal(jr.key(0), (10, 8))
+        pts = Points(x=x, y=jnp.sign(x[:, :1]), num_train=8)
+        sched = batch_schedule(8, 0, 10, key=jr.key(1))
+        for coupling in (nfd.ReusedWeights(), nfd.DecoupledWeights()):
+            dyn = KernelFixedPoint(num_samples=256, num_layer_steps=4, param=nfd.DepthMuP(),
+                activation=Tanh(), loss=MSE(), coupling=coupling, orthogonalize=False)
+            traj = evolve(dyn, pts, lr=jnp.full((2,), 0.5), schedule=sched,
+                saveat=SaveAt(steps=save_steps(10, 5)), keys=jr.split(jr.key(2), 2))
+            assert bool(jnp.all(traj.info.converged)), traj.info.residual
+        print("ok")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
