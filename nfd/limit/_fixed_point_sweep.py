@@ -227,7 +227,7 @@ def sweep(
         v = v + weights["v"] * eg * jnp.matmul(ph[:, K], c, precision=HIGHEST)
         gc_buf = gc_buf.at[:, :, t].set(gc)
         phic_buf = phic_buf.at[:, :, t].set(ph[:, :K, :, None] * c[None, None])
-        if g_buf is not None:
+        if resp_t is not None:
             g_buf = g_buf.at[:, :, t].set(g[:, 1:])
         return (gc_buf, phic_buf, v, f_ntk, F0, g_buf, ph_buf), (h, g, f, c, drift)
 
