@@ -268,26 +268,11 @@ def test_lazy_limit_is_kernel_gradient_descent(readout, theta):
 @pytest.mark.parametrize("coupling", [nfd.ReusedWeights(), nfd.DecoupledWeights()])
 def test_two_layer_blocks_are_refused_in_both_modes(coupling):
     """Mode A is solved too (tests/limit/test_kernel_mode_a.py); two-layer blocks are not."""
-    KernelFixedPoint(
-        num_samples=64,
-        num_layer_steps=K,
-        param=nfd.DepthMuP(),
-        activation=Tanh(),
-        loss=MSE(),
-        coupling=coupling,
-        readout=NTKReadout(),
-    )
+    common = dict(num_samples=64, num_layer_steps=K, param=nfd.DepthMuP(), activation=Tanh())
+    common |= dict(loss=MSE(), coupling=coupling, readout=NTKReadout())
+    KernelFixedPoint(**common)
     with pytest.raises(ValueError, match="one_layer"):
-        KernelFixedPoint(
-            num_samples=64,
-            num_layer_steps=K,
-            param=nfd.DepthMuP(),
-            activation=Tanh(),
-            loss=MSE(),
-            coupling=coupling,
-            readout=NTKReadout(),
-            block=nfd.TwoLayer(),
-        )
+        KernelFixedPoint(**common, block=nfd.TwoLayer())
 
 
 def test_gamma0_and_lr_sweeps_compile_once(monkeypatch):
