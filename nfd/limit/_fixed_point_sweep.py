@@ -20,7 +20,12 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .. import nn
 from ..dynamics import Points
-from ._fixed_point_response import response_coefficients, response_weights, stein_weights
+from ._fixed_point_response import (
+    one_at_a_time,
+    response_coefficients,
+    response_weights,
+    stein_weights,
+)
 from ._recursion import init_kernels
 
 if TYPE_CHECKING:
@@ -76,17 +81,15 @@ def coefficients(dyn: "KernelFixedPoint", lr: Float[Array, ""]):
     return p.branch_multiplier(K), p.ntk_weights(K, dyn.block), lr * p.gamma0
 
 
-def factor(x: Float[Array, "*k N N"], jitter: float) -> Float[Array, "*k N N"]:
-    """Lower Cholesky factor of ``x + jitter · mean(diag x) · I`` (symmetrised first)."""
+def factor(x: Float[Array, "K N N"], jitter: float) -> Float[Array, "K N N"]:
+    """Lower Cholesky factor of each ``x_k + jitter · mean(diag x_k) · I`` (symmetrised first), one
+    matrix per LAPACK call (`one_at_a_time`)."""
     x = 0.5 * (x + jnp.swapaxes(x, -1, -2))
     n = x.shape[-1]
     scale = jnp.mean(jnp.diagonal(x, axis1=-2, axis2=-1), axis=-1)
     scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
     eye = jnp.eye(n, dtype=x.dtype)
-    x = x + (jitter * scale)[..., None, None] * eye[None]
-    if x.ndim == 2:
-        return jnp.linalg.cholesky(x)
-    return lax.map(jnp.linalg.cholesky, x)  # one matrix per call: see `one_at_a_time`
+    return one_at_a_time(jnp.linalg.cholesky, x + (jitter * scale)[..., None, None] * eye[None])
 
 
 def relative_change(new: Array, old: Array, scale: Array | None = None) -> Array:
