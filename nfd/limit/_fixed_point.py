@@ -97,6 +97,7 @@ Cost per iteration ``O(K N³ (1 + C³) + S K N² (1 + C²))`` (factors and momen
 terms) and ``O(K N³ C²)`` (their triangular solves); memory ``O(S K N (1 + C) + K N² C²)``.
 """
 
+import dataclasses
 from typing import ClassVar
 
 import equinox as eqx
@@ -117,6 +118,7 @@ from ._fixed_point_sweep import (
     Kernels,
     Sweep,
     draw,
+    kernel_diagnostics,
     moments,
     num_columns,
     residual,
@@ -136,12 +138,21 @@ class FixedPointInfo(eqx.Module):
         residual_history: the residual of each iteration ``(max_iter,)``; NaN after stopping.
         converged: ``residual < tol``; a member that did not converge is recorded here (its
             observables are those of its last iterate), never silently.
+        phi_min_eig, g_min_eig: per layer step ``k = 0..K``, the smallest eigenvalue of ``Φ_k``
+            and ``G_k`` over all (step, point[, output]) pairs of the reported iterate, relative to
+            the mean of its diagonal (the "nondegeneracy" of the paper's convergence theorem; the
+            finite-sample kernels are rank ``≤ S``, so values near ``1/S`` mean "degenerate").
+        stein_dropped: the fraction of whitened-Stein columns dropped by the pivot rule
+            (``L_jj² < stein_tol · X_jj``) over all layer steps, for the ``Φ`` and ``G`` factors.
     """
 
     iterations: Int[Array, ""]
     residual: Float[Array, ""]
     residual_history: Float[Array, " I"]
     converged: Bool[Array, ""]
+    phi_min_eig: Float[Array, " Kp1"]
+    g_min_eig: Float[Array, " Kp1"]
+    stein_dropped: Float[Array, " 2"]
 
 
 class KernelFixedPoint(AbstractPathDynamics):
@@ -168,6 +179,11 @@ class KernelFixedPoint(AbstractPathDynamics):
         stein_tol: relative pivot tolerance of the whitened Stein sums: mode A's response terms
             and mode B's ``Θ̃`` (P2 ``ntk``).
         orthogonalize: orthonormalise the normal draws over samples (moment matching).
+        draw_refinement: ``r``: draw the normals of ``r K`` layer steps and give step ``k`` the
+            normalised sum ``(z_{rk} + … + z_{rk+r−1})/√r`` (same law). Runs at ``K`` with
+            ``r = 2`` and at ``2K`` with ``r = 1`` from the same key share one Brownian path in
+            depth, so ``2 f(2K) − f(K)`` (Richardson, `layer_refinement_pair`) carries the Monte Carlo
+            error of a difference of coupled runs, not of two independent ones.
 
     ``η0`` and the parameterization's scalars (``γ0``, ``β``, ...) are traced, so a sweep over them
     compiles once; the sizes and numerical settings are static.
@@ -187,6 +203,7 @@ class KernelFixedPoint(AbstractPathDynamics):
     jitter: float | None = eqx.field(default=None, static=True)
     stein_tol: float = eqx.field(default=1e-6, static=True)
     orthogonalize: bool = eqx.field(default=True, static=True)
+    draw_refinement: int = eqx.field(default=1, static=True)
 
     deterministic: ClassVar[bool] = False
 
@@ -197,6 +214,10 @@ class KernelFixedPoint(AbstractPathDynamics):
             raise ValueError(f"[limit] particles (samples) must be >= 2, got {self.num_samples}.")
         if not 0 < self.damping <= 1:
             raise ValueError(f"damping must lie in (0, 1] (spec: [0.3, 1]), got {self.damping}.")
+        if not (isinstance(self.draw_refinement, int) and self.draw_refinement >= 1):
+            raise ValueError(
+                f"draw_refinement must be an integer >= 1, got {self.draw_refinement}."
+            )
         if self.max_iter < 1 or not self.tol > 0:
             raise ValueError(f"need max_iter >= 1 and tol > 0, got {self.max_iter}, {self.tol}.")
         self.param.check_block(self.block)
@@ -220,12 +241,12 @@ class KernelFixedPoint(AbstractPathDynamics):
         if schedule.ndim != 2:
             raise ValueError(f"schedule must have shape (T, B), got {schedule.shape}.")
         T = int(schedule.shape[0])
-        cols = num_columns(
-            points.in_dim, points.out_dim, self.num_layer_steps, (T + 1) * points.num_points
-        )
+        K_drawn = self.draw_refinement * self.num_layer_steps
+        cols = num_columns(points.in_dim, points.out_dim, K_drawn, (T + 1) * points.num_points)
         if self.orthogonalize and self.num_samples < cols:
             raise ValueError(
                 f"orthogonalize=True needs [limit] particles >= D + C + K N (1 + C) = {cols} "
+                f"(K = {K_drawn} layer steps drawn) "
                 f"samples, got {self.num_samples}: raise limit.particles or pass "
                 "orthogonalize=False."
             )
@@ -247,6 +268,12 @@ class KernelFixedPoint(AbstractPathDynamics):
             f"kernel fixed point: iterations {iterations}, max residual "
             f"{float(jnp.max(info.residual)):.1e}"
         )
+        if not self.coupling.decoupled:
+            dropped = np.max(np.asarray(info.stein_dropped).reshape(-1, 2), axis=0)
+            line += (
+                f"; Stein pivots (stein_tol {self.stein_tol:g}) dropped: {dropped[0]:.1%} of "
+                f"Φ columns, {dropped[1]:.1%} of G columns"
+            )
         missed = int(np.sum(~np.asarray(info.converged)))
         if missed:
             line += (
@@ -307,6 +334,7 @@ def _solve_path(
         residual=loop.residual,
         residual_history=loop.history,
         converged=loop.residual < dyn.tol,
+        **kernel_diagnostics(dyn, loop.used, jitter),
     )
     return PathSolution(observables=obs, failed_step=failed, info=info)
 
@@ -387,6 +415,8 @@ def _observables(
         H, G = h[:, :, sel], g[:, :, sel]
         out["h_kernel"] = jnp.einsum("tirp,tirq->trpq", H, H, precision=HIGHEST) / S
         out["g_kernel"] = jnp.einsum("tirpa,tirqa->trpq", G, G, precision=HIGHEST) / (S * C)
+        Ph = phi(H)  # the feature kernel Φ_k(t, t) of the saved layers (in `Trajectory.extras`)
+        out["phi_kernel"] = jnp.einsum("tirp,tirq->trpq", Ph, Ph, precision=HIGHEST) / S
     if saveat.ntk:
         # the kernel by which the reported f moves: Θ̃ (true-sensitivity rows) for mode B read
         # out by P2 (the decoupled network); the fields' own kernel otherwise
@@ -402,3 +432,14 @@ def _observables(
             lambda G_, Phi_: nn.ntk(weights, dyn.block, kx=points.kx, G=G_, Phi=Phi_)
         )(G_t, Phi_t)
     return out
+
+
+def layer_refinement_pair(dyn: KernelFixedPoint) -> tuple[KernelFixedPoint, KernelFixedPoint]:
+    """The coupled runs of the ``K → ∞`` Richardson extrapolation ``2 f(2K) − f(K)`` (weak order 1
+    in ``1/K``, so its bias is ``O(1/K²)``): ``dyn`` at ``K`` drawing ``2K`` steps
+    (``draw_refinement = 2``) and at ``2K`` drawing its own. Run both with the same member keys."""
+    K, r = dyn.num_layer_steps, dyn.draw_refinement
+    if r != 1:
+        raise ValueError(f"layer_refinement_pair needs draw_refinement = 1, got {r}.")
+    coarse = dataclasses.replace(dyn, draw_refinement=2)
+    return coarse, dataclasses.replace(dyn, num_layer_steps=2 * K)

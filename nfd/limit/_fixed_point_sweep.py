@@ -92,6 +92,26 @@ def factor(x: Float[Array, "K N N"], jitter: float) -> Float[Array, "K N N"]:
     return one_at_a_time(jnp.linalg.cholesky, x + (jitter * scale)[..., None, None] * eye[None])
 
 
+def kernel_diagnostics(dyn: "KernelFixedPoint", kern: Kernels, jitter: float) -> dict[str, Array]:
+    """`FixedPointInfo`'s kernel fields of an iterate: the relative smallest eigenvalue of every
+    ``Φ_k`` and ``G_k`` and the fraction of whitened-Stein columns the pivot rule drops."""
+
+    def min_eig(x):  # relative to the mean diagonal, one matrix per LAPACK call
+        x = 0.5 * (x + jnp.swapaxes(x, -1, -2))
+        lam = one_at_a_time(lambda m: jnp.linalg.eigvalsh(m)[0], x)
+        scale = jnp.mean(jnp.diagonal(x, axis1=-2, axis2=-1), axis=-1)
+        return lam / jnp.where(scale > 0, scale, jnp.ones_like(scale))
+
+    def dropped(x):
+        L = factor(x, jitter)
+        diag = jnp.diagonal(x, axis1=-2, axis2=-1)
+        return jnp.mean(jnp.diagonal(L, axis1=-2, axis2=-1) ** 2 < dyn.stein_tol * diag)
+
+    K = dyn.num_layer_steps
+    stein = jnp.stack([dropped(kern.Phi[:K]), dropped(kern.G[1:])]).astype(kern.Phi.dtype)
+    return {"phi_min_eig": min_eig(kern.Phi), "g_min_eig": min_eig(kern.G), "stein_dropped": stein}
+
+
 def relative_change(new: Array, old: Array, scale: Array | None = None) -> Array:
     """``max_k max|new_k − old_k| / max|scale_k|`` over the leading (layer-step) axis (``scale``
     defaults to ``old``; a zero scale counts as 1)."""
@@ -116,17 +136,22 @@ def residual(new: Kernels, old: Kernels) -> Array:
 
 # -- draws and the first iterate -------------------------------------------------------------
 def draw(dyn: "KernelFixedPoint", points: Points, num_steps: int, *, key: PRNGKeyArray) -> Draws:
-    """The normal draws of one member; orthonormalised over samples (``ZᵀZ = S I``) by default."""
+    """The normal draws of one member; orthonormalised over samples (``ZᵀZ = S I``) by default.
+
+    With ``dyn.draw_refinement = r`` the layer-step normals are drawn for ``r K`` steps and summed
+    in consecutive groups of ``r`` (divided by ``√r``): the coupling of a ``K``-step run to the
+    ``r K``-step run of the same key (orthonormal columns stay orthonormal)."""
     S, K, D, C = dyn.num_samples, dyn.num_layer_steps, points.in_dim, points.out_dim
+    r = dyn.draw_refinement
     N = (num_steps + 1) * points.num_points
-    z = jr.normal(key, (S, num_columns(D, C, K, N)), points.x.dtype)
+    z = jr.normal(key, (S, num_columns(D, C, r * K, N)), points.x.dtype)
     if dyn.orthogonalize:  # Cholesky QR (XLA's Householder QR is slow on CPU)
         gram = jnp.matmul(z.T, z, precision=HIGHEST) / S
         chol = jnp.linalg.cholesky(0.5 * (gram + gram.T))
         z = jsl.solve_triangular(chol, z.T, lower=True).T
     zu, zv = z[:, :D], z[:, D : D + C]
-    zxi = z[:, D + C : D + C + K * N].reshape(S, K, N)
-    zrho = z[:, D + C + K * N :].reshape(S, K, N * C)
+    zxi = z[:, D + C : D + C + r * K * N].reshape(S, K, r, N).sum(axis=2) / r**0.5
+    zrho = z[:, D + C + r * K * N :].reshape(S, K, r, N * C).sum(axis=2) / r**0.5
     p = dyn.param
     u = (p.sigma_in / D**0.5) * jnp.matmul(zu, points.x.T, precision=HIGHEST)
     return Draws(u=u, v0=p.sigma_out * zv, z_xi=zxi, z_rho=zrho)
