@@ -40,23 +40,40 @@ from ..dynamics import batch_schedule
 from ._gia_measure import measure_depth
 
 
-def _limit_linear(cfg, task, depth: int, coupling: str, taus) -> dict:
-    """Mode A or B at ``K = L`` by `linear_exact` (zero Monte Carlo error), readout P1."""
+def _limit_path(cfg, task, depth: int, coupling: str, taus) -> dict:
+    """Mode A or B at ``K = L``, readout P1, by a path method: `linear_exact` (one exact
+    repetition) or the kernel fixed point (`limit.method = "kernel"`: ``seeds`` independent draw
+    sets of ``limit.particles`` samples at ``n = ∞``; χ is not formed, and the smallest relative
+    eigenvalues of ``Φ_k``, ``G_k`` over all (step, point) pairs at the saved layers are kept)."""
     from ..limit import first_step_response, init_kernels
     from ..nn import Linear
     from ._limit import run_limit
 
-    lim = dataclasses.replace(cfg.limit, method="linear_exact", readout="ntk", layer_steps=0)
+    method = limit_method(cfg)
+    lim = dataclasses.replace(cfg.limit, method=method, readout="ntk", layer_steps=0)
     out_cfg = dataclasses.replace(
         cfg.output, every=1, layer_times=tuple(taus), ntk=True, kernels=True
     )
     optim = dataclasses.replace(cfg.optim, steps=cfg.gia.steps)
-    c = dataclasses.replace(cfg, limit=lim, output=out_cfg, optim=optim, seeds=1)
+    seeds = 1 if method == "linear_exact" else cfg.seeds
+    c = dataclasses.replace(cfg, limit=lim, output=out_cfg, optim=optim, seeds=seeds)
     res = run_limit(c, depth=depth, coupling=coupling, task=task, quiet=True, progress=False)
     hk, gk, ntk = (np.asarray(a) for a in (res.h_kernel, res.g_kernel, res.ntk))
     f = np.concatenate([np.asarray(res.f_train), np.asarray(res.f_test)], axis=2)
+    out = {}
+    if method == "kernel":
+        hk = np.asarray(res.extras["phi_kernel"])  # the feature kernel Φ (of φ(h))
+        layers = [int(round(t * depth)) for t in taus]
+        out = {
+            "phi_min_eig": np.asarray(res.info.phi_min_eig)[:, layers],
+            "g_min_eig": np.asarray(res.info.g_min_eig)[:, layers],
+        }
     chi = np.full((depth,), np.nan)  # χ_ℓ(t = 1) needs a full first batch (spec §5.2)
-    if coupling == "exact" and cfg.optim.batch_size in (0, task.n_train):
+    if (
+        method == "linear_exact"
+        and coupling == "exact"
+        and cfg.optim.batch_size in (0, task.n_train)
+    ):
         param = build_param(cfg)
         R = np.asarray(
             first_step_response(
@@ -71,11 +88,11 @@ def _limit_linear(cfg, task, depth: int, coupling: str, taus) -> dict:
         kx = task.x_train @ task.x_train.T / task.in_dim
         G = np.asarray(init_kernels(param, Linear(), kx, depth).G[1:, 0, 0])
         chi = param.branch_multiplier(depth) * R.mean(axis=(1, 2)) * G
-    return {
-        "phi": hk,  # (1, S, R, P, P)
+    return out | {
+        "phi": hk,  # (E, S, R, P, P)
         "g": gk,
         "theta": ntk,
-        "chi": np.broadcast_to(chi, (1, hk.shape[1], depth)).copy(),  # χ(t = 1) at every t
+        "chi": np.broadcast_to(chi, (hk.shape[0], hk.shape[1], depth)).copy(),  # χ(t = 1), every t
         "f_p1": f,
         "loss_p1": np.asarray(res.loss_train),
     }
@@ -103,10 +120,26 @@ def _check_cfg(cfg, task=None) -> None:
             f"kind = 'gia' needs one output, got {task.out_dim}",
             "a task with C = 1 (e.g. teacher_student with out_dim = 1)",
         )
+    if task is not None and limit_method(cfg) == "kernel":
+        # moment-matched draws (the kernel method's default) need S >= D + C + K N (1 + C) samples
+        K, C = max(cfg.gia.depths), task.out_dim
+        N = (cfg.gia.steps + 1) * (task.n_train + task.n_test)
+        need = task.in_dim + C + K * N * (1 + C)
+        if cfg.limit.particles < need:
+            raise ConfigError(
+                "limit.particles",
+                f"the kernel method at L = {K} needs >= {need} samples "
+                f"(D + C + L·(steps+1)·points·(1 + C)), got {cfg.limit.particles}",
+                f"limit.particles >= {need}",
+            )
 
 
 def limit_method(cfg) -> str:
-    """The limit used at ``K = L``: ``"linear_exact"`` for linear networks, else ``"particles"``."""
+    """The limit used at ``K = L``: ``"kernel"`` when `limit.method` asks for it (the n = ∞ kernel
+    fixed point, any activation), else ``"linear_exact"`` for linear networks and ``"particles"``
+    (width ``limit.particles``) otherwise."""
+    if cfg.limit.method == "kernel":
+        return "kernel"
     return "linear_exact" if cfg.model.activation == "linear" else "particles"
 
 
@@ -120,6 +153,7 @@ def _reduce(part: dict, depth: int, max_depth: int) -> dict:
         "dtheta": part["theta"][:, 1] - part["theta"][:, 0],
         "chi": chi,
         **{k: part[k] for k in ("g0", "f_p1", "f_p2", "loss_p1", "loss_p2") if k in part},
+        **{k: part[k] for k in ("phi_min_eig", "g_min_eig") if k in part},
     }
 
 
@@ -127,11 +161,11 @@ def _limits(cfg, task, depth: int, blocks, schedule, progress: bool) -> tuple[di
     """Modes A and B at ``K = L`` (readout P1), reduced: `linear_exact` for linear networks, else
     standard / decoupled networks of width ``M = limit.particles`` (spec T5(d))."""
     max_depth = max(cfg.gia.depths)
-    if limit_method(cfg) == "linear_exact":
+    if limit_method(cfg) in ("linear_exact", "kernel"):
         taus = tuple(cfg.gia.layer_times)
         return (
-            _reduce(_limit_linear(cfg, task, depth, "exact", taus), depth, max_depth),
-            _reduce(_limit_linear(cfg, task, depth, "decoupled", taus), depth, max_depth),
+            _reduce(_limit_path(cfg, task, depth, "exact", taus), depth, max_depth),
+            _reduce(_limit_path(cfg, task, depth, "decoupled", taus), depth, max_depth),
         )
     M = cfg.limit.particles
     res = measure_depth(
@@ -173,6 +207,9 @@ def _empty(cfg, task, num_limit: int) -> dict[str, np.ndarray]:
         for k, shp in shapes.items():
             if k != "g0" and not k.endswith("_p2"):
                 arrays[f"{x}_{k}"] = np.full((len(g.depths), num_limit, *shp), np.nan)
+        if limit_method(cfg) == "kernel":  # nondegeneracy of Φ_k, G_k at the layer times, t = 1
+            for k in ("phi_min_eig", "g_min_eig"):
+                arrays[f"{x}_{k}"] = np.full((len(g.depths), num_limit, R), np.nan)
     arrays["init_gap"] = np.full(lead, np.nan)
     return arrays
 
