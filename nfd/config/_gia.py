@@ -4,9 +4,10 @@ Read by ``kind = "gia"`` runs (`nfd.experiments.run_gia`, registered in `nfd.gal
 ``widths × depths``; the ensemble is the top-level ``seeds`` (antithetic *pairs* when
 ``antithetic = true``: ``2 × seeds`` networks per grid point). Training uses `[optim]` (SGD,
 `optim.lr`, `optim.batch_size`); `optim.steps` is ignored in favour of ``gia.steps``. Both limits
-(modes A and B, readout P1, K = L) are always run, by `linear_exact` for linear activations and
-otherwise by the particle method with `limit.particles` particles; the other `[limit]` keys are
-not read.
+(modes A and B, readout P1, K = L) are always run: with `limit.method = "kernel"` by the n = ∞
+kernel fixed point (`limit.particles` samples per draw set, ``seeds`` draw sets; any activation),
+otherwise by `linear_exact` for linear activations and by the particle method with
+`limit.particles` particles for the others; the other `[limit]` keys are not read.
 """
 
 import dataclasses
