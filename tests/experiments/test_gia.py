@@ -5,6 +5,7 @@ references: `ResNet.fields` and an explicit SGD update (the members and their tr
 figures, the notebook runs).
 """
 
+import dataclasses
 import pathlib
 import runpy
 
@@ -238,9 +239,8 @@ def test_kernel_limits_of_a_linear_net_are_the_exact_oracle():
     The recorded smallest eigenvalue of ``Φ_k`` over (step, point) pairs lies in [0, 1]."""
     task, K = _sign_task(), 4
     exact_cfg = _cfg(depths=[K])
-    kernel_cfg = nfd.config.from_dict(
-        {**_KERNEL_BASE, "limit": {"method": "kernel", "particles": 256}}
-    )
+    limit = dataclasses.replace(exact_cfg.limit, method="kernel", particles=256)
+    kernel_cfg = dataclasses.replace(exact_cfg, limit=limit)
     assert gia.limit_method(kernel_cfg) == "kernel" and gia.limit_method(exact_cfg) != "kernel"
     for coupling in ("exact", "decoupled"):
         a = gia._limit_path(exact_cfg, task, K, coupling, (0.5, 1.0))
@@ -255,17 +255,6 @@ def test_kernel_limits_of_a_linear_net_are_the_exact_oracle():
                 err_msg=f"{coupling} {name}",
             )
         assert np.all((b["phi_min_eig"] >= -1e-12) & (b["phi_min_eig"] <= 1.0))
-
-
-_KERNEL_BASE = {
-    "kind": "gia",
-    "seeds": 2,
-    "precision": "float64",
-    "task": {"name": "teacher_student", "n_train": 4, "n_test": 2, "in_dim": 8},
-    "model": {"activation": "linear"},
-    "optim": {"lr": 0.2},
-    "gia": {"widths": [32], "depths": [4], "steps": 2, "init_estimator": "sample"},
-}
 
 
 # -- config errors --------------------------------------------------------------------------------
