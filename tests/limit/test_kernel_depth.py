@@ -61,6 +61,7 @@ def _dyn(K: int, readout, *, refinement: int = 1) -> KernelFixedPoint:
     )
 
 
+@pytest.mark.slow  # 30 s: the K = 1024 reference
 def test_depth_error_has_slope_minus_one_and_richardson_removes_it():
     """``‖f_K − f_1024‖`` (coupled draws, mode A, linear net, two draw sets) against
     ``K = 4 … 32``: slope ``−1 ± 0.25`` (spec §7.1; measured −1.02). The Richardson values
