@@ -26,7 +26,14 @@ import numpy as np
 
 from . import analysis, plots, reports
 from .config import Config, ConfigError, load
-from .experiments import limit_method, run_gia, run_sweep, run_transfer, sweep_arrays
+from .experiments import (
+    limit_method,
+    run_gia,
+    run_gia_limit,
+    run_sweep,
+    run_transfer,
+    sweep_arrays,
+)
 from .runs import Run, load_run, save_run
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "figures"
@@ -136,6 +143,31 @@ def _gia_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
     )
 
 
+# -- kind = "gia_limit" -----------------------------------------------------------------------
+def _gia_limit_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    arrays = run_gia_limit(cfg, progress=progress)
+    g = cfg.gia_limit
+    summary = analysis.gia_limit_summary(arrays, g.activations)
+    converged = [arrays[k] for k in arrays if k.endswith("_converged")]
+    meta = {
+        "timings": {"wall_s": time.perf_counter() - t0},
+        "summary": summary,
+        "gia_limit": {
+            "draw_sets": cfg.seeds,
+            "samples": cfg.limit.particles,
+            "activations": list(g.activations),
+            "lr": cfg.optim.lr,
+            "gamma0": cfg.model.gamma0,
+            "steps": g.steps,
+            "extrapolate_layers": g.extrapolate_layers,
+            "unconverged_runs": int(sum(np.sum(~np.asarray(c, bool)) for c in converged)),
+        },
+    }
+    all_failed = not any(np.any(np.asarray(c, bool)) for c in converged)
+    return Outcome(arrays=arrays, meta=meta, all_failed=all_failed)
+
+
 # -- kind = "transfer" -------------------------------------------------------------------------
 def _transfer_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
     t0 = time.perf_counter()
@@ -164,6 +196,14 @@ KINDS: dict[str, Experiment] = {
         analyse=lambda run: analysis.gia_summary(run.arrays),
         figures=plots.gia_figures,
         report=reports.gia_report,
+    ),
+    "gia_limit": Experiment(
+        run=_gia_limit_run,
+        analyse=lambda run: analysis.gia_limit_summary(
+            run.arrays, run.config.gia_limit.activations
+        ),
+        figures=plots.gia_limit_figures,
+        report=lambda run, summary: reports.gia_limit_report(summary),
     ),
     "transfer": Experiment(
         run=_transfer_run,

@@ -84,3 +84,33 @@ for j, L in enumerate(a["depths"]):
 assert np.all(np.isfinite(a["lim_ratio"]))
 for fig in figures.values():
     plt.close(fig)
+
+# %% [markdown]
+# ## At n = ∞ and depths up to 1024: the kernel method's verdict
+#
+# No finite network here: modes A and B by the kernel fixed point (readout P1) at `K = L` (the
+# n = ∞ network of depth `L`) and at `K → ∞` (the depth continuum, Richardson of coupled `L`, `2L`
+# runs), for linear, tanh and ReLU nets (`configs/figures/full/gia_limit.toml`; the smoke config
+# has two depths and one activation, too few to decide). The report fits the `K = L` gaps against
+# `L` and states the `L = ∞` value with its distance from 0 in standard errors.
+
+# %%
+cfg_inf = nfd.config.load(nfd.gallery.CONFIGS / SIZE / "gia_limit.toml")
+OUT_INF = OUT.parent / (OUT.name + "-n-infinity")
+if (OUT_INF / "result.npz").exists():
+    shutil.rmtree(OUT_INF)
+run_inf_dir, _ = nfd.gallery.run_experiment(cfg_inf, OUT_INF, progress=False)
+run_inf = nfd.runs.load_run(run_inf_dir)
+print((run_inf_dir / "report.md").read_text())
+
+# %%
+summary_inf = nfd.analysis.gia_limit_summary(run_inf.arrays, cfg_inf.gia_limit.activations)
+figures_inf = nfd.plots.gia_limit_figures(run_inf, summary_inf)
+figures_inf["gaps"]
+
+# %%
+figures_inf["eigs"]
+
+# %%
+for fig in figures_inf.values():
+    plt.close(fig)

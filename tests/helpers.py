@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from nfd.tasks import Task
+
 
 def unit_inputs(num: int, dim: int, *, key) -> jnp.ndarray:
     """``num`` Gaussian inputs rescaled to |x|² = D (the spec's oracle convention)."""
@@ -20,6 +22,22 @@ def mean_se(x, axis: int = 0):
 def slope(xs, ys) -> float:
     """Least-squares slope of log|y| against log x."""
     return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.abs(np.asarray(ys))), 1)[0])
+
+
+def sign_task(num_train=4, num_test=2, dim=8, *, seed=0) -> Task:
+    """Spec §5.2 inputs: rows rescaled to |x|² = D, y = sign(x₁ + 0.3 x₂)."""
+    xr = np.random.default_rng(seed).standard_normal((num_train + num_test, dim))
+    x = xr * np.sqrt(dim / np.sum(xr**2, axis=1, keepdims=True))
+    y = np.sign(x[:, :1] + 0.3 * x[:, 1:2])
+    P = num_train
+    return Task(
+        name="sign",
+        x_train=jnp.asarray(x[:P]),
+        y_train=jnp.asarray(y[:P]),
+        x_test=jnp.asarray(x[P:]),
+        y_test=jnp.asarray(y[P:]),
+        num_classes=0,
+    )
 
 
 # -- thin test drivers over `nfd.dynamics.evolve` ----------------------------------------------

@@ -5,6 +5,7 @@ into words and the plots draw them. `_stats` holds the one copy of the shared st
 
 from ._curves import curves_summary as curves_summary
 from ._gia import gia_summary as gia_summary
+from ._gia_limit import gia_limit_summary as gia_limit_summary
 from ._kernels import kernel_distance as kernel_distance
 from ._kernels import kernel_summary as kernel_summary
 from ._stats import chi2_pvalue as chi2_pvalue

@@ -11,6 +11,7 @@ import math
 from typing import Literal
 
 from ._gia import GiaConfig
+from ._gia_limit import GiaLimitConfig
 from ._limits import LIMITS, limit_key, limit_methods
 from ._schema_base import ConfigError as ConfigError
 from ._schema_base import positive as _positive
@@ -203,7 +204,7 @@ class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite", "limit", "sweep", "gia", "transfer"] = "finite"  # see README "Configs"
+    kind: Literal["finite", "limit", "sweep", "gia", "gia_limit", "transfer"] = "finite"  # README
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -214,6 +215,7 @@ class Config:
     demo: DemoConfig = dataclasses.field(default_factory=DemoConfig)
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
     gia: GiaConfig = dataclasses.field(default_factory=GiaConfig)
+    gia_limit: GiaLimitConfig = dataclasses.field(default_factory=GiaLimitConfig)
     transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
 
     def __post_init__(self):
@@ -291,5 +293,6 @@ TABLES: dict[str, type] = {
     "demo": DemoConfig,
     "sweep": SweepConfig,
     "gia": GiaConfig,
+    "gia_limit": GiaLimitConfig,
     "transfer": TransferConfig,
 }

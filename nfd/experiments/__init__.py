@@ -9,6 +9,7 @@ from ._finite import member_grid as member_grid
 from ._finite import run_finite as run_finite
 from ._gia import limit_method as limit_method
 from ._gia import run_gia as run_gia
+from ._gia_limit import run_gia_limit as run_gia_limit
 from ._gia_members import InitCouplingResult as InitCouplingResult
 from ._gia_members import init_coupling as init_coupling
 from ._limit import run_limit as run_limit

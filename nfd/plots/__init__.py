@@ -2,6 +2,7 @@
 compute."""
 
 from ._gia import gia_figures as gia_figures
+from ._gia_limit import gia_limit_figures as gia_limit_figures
 from ._plots import demo_figure as demo_figure
 from ._plots import loss_figure as loss_figure
 from ._plots import style as style

@@ -1,6 +1,7 @@
 """Reports: summaries -> markdown. The prose is written from the numbers, never in advance."""
 
 from ._gia import gia_report as gia_report
+from ._gia_limit import gia_limit_report as gia_limit_report
 from ._sweep import mode_name as mode_name
 from ._sweep import summary_table as summary_table
 from ._sweep import sweep_report as sweep_report

@@ -201,7 +201,7 @@ def gia_report(run: Any, summary: dict) -> str:
         f"one-step feature-kernel change is {_pm(1 / ratio[-1], ratio_se[-1] / ratio[-1] ** 2)} "
         f"times the decoupled (mode-B) one, and the deficit of their ratio "
         f"{VERDICT_WORDS[verdict]}; "
-        f"the exact/particle limits give a deficit that "
+        f"the limits (modes A, B) give a deficit that "
         f"{'stays' if lim_verdict.endswith('constant') else 'shrinks'} "
         f"({1 - lim[0]:.3g} at L = {depths[0]}, {1 - lim[-1]:.3g} at L = {depths[-1]}).",
         "",

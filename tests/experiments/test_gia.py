@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import sign_task as _sign_task
 from helpers import unit_inputs
 
 import nfd
@@ -28,7 +29,6 @@ from nfd.experiments._gia_measure import SwitchReadout, _init_gaps
 from nfd.experiments._gia_members import draw_members, readout_average_gap
 from nfd.model import ntk_from_fields, point_fields
 from nfd.nn import MSE, Tanh
-from nfd.tasks import Task
 from nfd.train import SGD, FiniteNetwork, tensors
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -36,22 +36,6 @@ SMOKE = ROOT / "configs" / "figures" / "smoke" / "gia.toml"
 FULL = ROOT / "configs" / "figures" / "full" / "gia.toml"
 # Spec §5.2, second set: exact one-step last-layer kernel ratio mode B / mode A at K = L.
 SPEC_RATIO = {4: 0.425, 8: 0.387, 16: 0.367, 32: 0.357, 64: 0.352, 128: 0.349}
-
-
-def _sign_task(num_train=4, num_test=2, dim=8, *, seed=0) -> Task:
-    """Spec §5.2 inputs: rows rescaled to |x|² = D, y = sign(x₁ + 0.3 x₂)."""
-    xr = np.random.default_rng(seed).standard_normal((num_train + num_test, dim))
-    x = xr * np.sqrt(dim / np.sum(xr**2, axis=1, keepdims=True))
-    y = np.sign(x[:, :1] + 0.3 * x[:, 1:2])
-    P = num_train
-    return Task(
-        name="sign",
-        x_train=jnp.asarray(x[:P]),
-        y_train=jnp.asarray(y[:P]),
-        x_test=jnp.asarray(x[P:]),
-        y_test=jnp.asarray(y[P:]),
-        num_classes=0,
-    )
 
 
 def _cfg(**gia_keys):
@@ -339,6 +323,23 @@ def test_replot_draws_identical_figures_from_the_saved_run(smoke_run):
     assert before.keys() == after.keys() and len(before) == 4
     assert all(before[k] == after[k] for k in before)
     assert (smoke_run.path / "report.md").read_text() == report
+
+
+def test_notebook_n_infinity_run_replots_identically(smoke_run):
+    """The notebook's n = ∞ cell ran the `gia_limit` smoke config through the gallery: no
+    unconverged fixed point, its three figures and report, and `nfd plot` reproduces them byte for
+    byte from the saved run."""
+    from nfd.cli import main
+
+    run = nfd.runs.load_run(smoke_run.path.parent / (smoke_run.path.name + "-n-infinity"))
+    assert run.meta["kind"] == "gia_limit" and run.meta["gia_limit"]["unconverged_runs"] == 0
+    before = {p.name: p.read_bytes() for p in run.path.glob("*.png")}
+    report = (run.path / "report.md").read_text()
+    assert set(before) == {"gaps.png", "eigs.png", "gamma.png"}
+    assert "fewer than 4 depths" in report  # two smoke depths: no decay verdict
+    assert main(["plot", str(run.path)]) == 0
+    after = {p.name: p.read_bytes() for p in run.path.glob("*.png")}
+    assert before == after and (run.path / "report.md").read_text() == report
 
 
 def test_decoupled_chi_control_vanishes_within_standard_errors(smoke_run):
