@@ -23,7 +23,8 @@ def _cholesky_particles(cfg: "Config", **common: Any) -> AbstractDynamics:
 
 
 def _kernel_fixed_point(cfg: "Config", **common: Any) -> AbstractPathDynamics:
-    return KernelFixedPoint(num_samples=cfg.limit.particles, **common)
+    # moment-matched draws where limit.particles allows them, plain normals otherwise
+    return KernelFixedPoint(num_samples=cfg.limit.particles, orthogonalize=None, **common)
 
 
 def _linear_exact(cfg: "Config", **common: Any) -> AbstractPathDynamics:

@@ -120,18 +120,6 @@ def _check_cfg(cfg, task=None) -> None:
             f"kind = 'gia' needs one output, got {task.out_dim}",
             "a task with C = 1 (e.g. teacher_student with out_dim = 1)",
         )
-    if task is not None and limit_method(cfg) == "kernel":
-        # moment-matched draws (the kernel method's default) need S >= D + C + K N (1 + C) samples
-        K, C = max(cfg.gia.depths), task.out_dim
-        N = (cfg.gia.steps + 1) * (task.n_train + task.n_test)
-        need = task.in_dim + C + K * N * (1 + C)
-        if cfg.limit.particles < need:
-            raise ConfigError(
-                "limit.particles",
-                f"the kernel method at L = {K} needs >= {need} samples "
-                f"(D + C + L·(steps+1)·points·(1 + C)), got {cfg.limit.particles}",
-                f"limit.particles >= {need}",
-            )
 
 
 def limit_method(cfg) -> str:

@@ -178,7 +178,9 @@ class KernelFixedPoint(AbstractPathDynamics):
             ``1e-5`` in float32).
         stein_tol: relative pivot tolerance of the whitened Stein sums: mode A's response terms
             and mode B's ``Θ̃`` (P2 ``ntk``).
-        orthogonalize: orthonormalise the normal draws over samples (moment matching).
+        orthogonalize: orthonormalise the normal draws over samples (moment matching; needs
+            ``S ≥ D + C + K N (1 + C)``); ``None``: do so exactly when ``S`` is that large, else
+            draw plain normals (the config's choice: deep runs at moderate ``S`` stay possible).
         draw_refinement: ``r``: draw the normals of ``r K`` layer steps and give step ``k`` the
             normalised sum ``(z_{rk} + … + z_{rk+r−1})/√r`` (same law). Runs at ``K`` with
             ``r = 2`` and at ``2K`` with ``r = 1`` from the same key share one Brownian path in
@@ -202,7 +204,7 @@ class KernelFixedPoint(AbstractPathDynamics):
     max_iter: int = eqx.field(default=50, static=True)
     jitter: float | None = eqx.field(default=None, static=True)
     stein_tol: float = eqx.field(default=1e-6, static=True)
-    orthogonalize: bool = eqx.field(default=True, static=True)
+    orthogonalize: bool | None = eqx.field(default=True, static=True)
     draw_refinement: int = eqx.field(default=1, static=True)
 
     deterministic: ClassVar[bool] = False
@@ -243,7 +245,10 @@ class KernelFixedPoint(AbstractPathDynamics):
         T = int(schedule.shape[0])
         K_drawn = self.draw_refinement * self.num_layer_steps
         cols = num_columns(points.in_dim, points.out_dim, K_drawn, (T + 1) * points.num_points)
-        if self.orthogonalize and self.num_samples < cols:
+        dyn = self
+        if self.orthogonalize is None:  # "auto": moment matching where the samples allow it
+            dyn = dataclasses.replace(self, orthogonalize=self.num_samples >= cols)
+        elif self.orthogonalize and self.num_samples < cols:
             raise ValueError(
                 f"orthogonalize=True needs [limit] particles >= D + C + K N (1 + C) = {cols} "
                 f"(K = {K_drawn} layer steps drawn) "
@@ -255,7 +260,7 @@ class KernelFixedPoint(AbstractPathDynamics):
         if jitter is None:
             jitter = 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5
         return _solve_path(
-            self, points, jnp.asarray(lr, dtype), schedule, saveat, key, float(jitter)
+            dyn, points, jnp.asarray(lr, dtype), schedule, saveat, key, float(jitter)
         )
 
     def describe(self, traj) -> str | None:

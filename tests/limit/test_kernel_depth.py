@@ -119,3 +119,15 @@ def test_min_eigenvalues_match_numpy_on_the_reported_kernels():
     got = np.asarray(traj.info.phi_min_eig)[0, [round(t * K) for t in taus]]
     np.testing.assert_allclose(got, lam, rtol=1e-8, atol=1e-12)
     assert "Stein pivots" in dyn.describe(traj)
+
+
+@pytest.mark.parametrize("S,same_as", [(256, False), (1024, True)])
+def test_auto_orthogonalize_moment_matches_exactly_when_the_samples_allow(S, same_as):
+    """``orthogonalize=None`` (the config's choice) is ``True`` when ``S ≥ D + C + K N (1 + C)``
+    (K = 4, N = 12 pairs: 4 + 1 + 4·12·2 = 101 ≤ 1024) and plain normals below it (K = 16:
+    389 > 256): bitwise the same run as the explicit choice."""
+    points, schedule = _setup()
+    K = 16 if S == 256 else 4
+    auto = dataclasses.replace(_dyn(K, FeatureReadout()), num_samples=S, orthogonalize=None)
+    explicit = dataclasses.replace(auto, orthogonalize=same_as)
+    np.testing.assert_array_equal(_f(auto, points, schedule), _f(explicit, points, schedule))
