@@ -88,7 +88,9 @@ def _min_eig(a: dict, i: int) -> dict[str, Any]:
     depths = a["depths"].astype(float)
     out: dict[str, Any] = {}
     for m in "AB":
-        for field in ("phi", "g"):
+        for field in ("phi", "g", "phi_point"):
+            if f"{m}_L_{field}_min_eig" not in a:  # runs saved before the point-only kernel
+                continue
             x = a[f"{m}_L_{field}_min_eig"][i]  # (Ld, E, R)
             mean, se = x.mean(axis=1), x.std(axis=1, ddof=1) / np.sqrt(x.shape[1])
             key = f"{m}_{field}"

@@ -85,6 +85,8 @@ def _solve(cfg, task, L: int, K: int, mode: str, refinement: int, orthogonal: bo
     )
     phi = np.asarray(traj.extras["phi_kernel"])  # (E, S, R, P, P)
     layers = [int(round(t * K)) for t in g.layer_times]
+    last = phi[:, -1]  # Φ_k(T, T) over points only (E, R, P, P)
+    diag = np.mean(np.diagonal(last, axis1=-2, axis2=-1), axis=-1)
     return {
         "dphi": phi[:, 1] - phi[:, 0],
         "f": np.concatenate([np.asarray(traj.f_train), np.asarray(traj.f_test)], axis=2),
@@ -93,6 +95,7 @@ def _solve(cfg, task, L: int, K: int, mode: str, refinement: int, orthogonal: bo
         "converged": np.asarray(traj.info.converged) & (np.asarray(traj.status) == 0),
         "phi_min_eig": np.asarray(traj.info.phi_min_eig)[:, layers],
         "g_min_eig": np.asarray(traj.info.g_min_eig)[:, layers],
+        "phi_point_min_eig": np.linalg.eigvalsh(last)[..., 0] / diag,
     }
 
 
@@ -108,7 +111,7 @@ def _depth(cfg, task, L: int) -> dict:
     out: dict[str, np.ndarray] = {"moment_matched": np.asarray(orthogonal)}
     for mode in MODES:
         coarse = _solve(cfg, task, L, L, mode, 2 if extrapolate else 1, orthogonal)
-        for k in (*FIELDS, "phi_min_eig", "g_min_eig"):
+        for k in (*FIELDS, "phi_min_eig", "g_min_eig", "phi_point_min_eig"):
             out[f"{mode}_L_{k}"] = coarse[k]
         out[f"{mode}_L_converged"] = coarse["converged"]
         if extrapolate:
@@ -154,7 +157,8 @@ def run_gia_limit(cfg, *, task=None, progress: bool | None = None) -> dict[str, 
         scheme ``k`` in ``L`` (``K = L``), ``inf`` (``K → ∞``, with ``extrapolate_layers``), with
         leading axes ``(A, Ld, E)`` (E draw sets): ``X_k_dphi (…, R, P, P)``, ``X_k_f (…, S, P,
         C)``, ``X_k_loss (…, S)``, ``X_k_theta (…, S, P, P)``, ``X_k_converged (…)``; at ``K = L``
-        ``X_L_phi_min_eig``, ``X_L_g_min_eig (…, R)``; ``moment_matched (A, Ld)``. γ0 scan:
+        ``X_L_phi_min_eig``, ``X_L_g_min_eig (…, R)`` (over (step, point) pairs) and
+        ``X_L_phi_point_min_eig (…, R)`` (``Φ_k(T, T)`` over points); ``moment_matched (A, Ld)``. γ0 scan:
         ``gammas (G,)``, ``gamma_depth ()``, ``gamma_f_gap (A, G, E, S)``,
         ``gamma_dphi_gap (A, G, E)``.
     """

@@ -82,15 +82,30 @@ def _eig_figure(s: Mapping[str, Any]) -> Figure:
             e = s[act]["min_eig"]
             y = np.asarray(e[field])[:, -1]
             se = np.asarray(e[field + "_se"])[:, -1]
-            ax.errorbar(
-                depths, y, se, color=COLORS.get(act, "k"), marker="o", ms=4, capsize=2, label=act
-            )
+            color = COLORS.get(act, "k")
+            label = f"{act}, all (step, point) pairs"
+            ax.errorbar(depths, y, se, color=color, marker="o", ms=4, capsize=2, label=label)
+            if field == "A_phi" and "A_phi_point" in e:  # the P × P kernel of the last step
+                y = np.asarray(e["A_phi_point"])[:, -1]
+                ax.plot(
+                    depths,
+                    y,
+                    color=color,
+                    ls="--",
+                    marker="s",
+                    ms=3,
+                    mfc="white",
+                    label=f"{act}, points at t = T",
+                )
         ax.set_xscale("log", base=2)
         ax.set_yscale("symlog", linthresh=1e-8)
         ax.set_xlabel("depth L")
         ax.set_ylabel(f"λ_min({name}) / mean diag")
         ax.legend()
-    fig.suptitle("Nondegeneracy: smallest eigenvalue over (step, point) pairs, τ = 1", fontsize=10)
+    fig.suptitle(
+        "Nondegeneracy: smallest relative eigenvalue of the kernels at τ = 1 (mode A, K = L)",
+        fontsize=10,
+    )
     return fig
 
 

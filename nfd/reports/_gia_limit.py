@@ -34,12 +34,16 @@ def _limit_words(limit: dict, key: str) -> str:
 def _eig_lines(eig: dict, depths, taus) -> list[str]:
     lines = [
         "",
-        "Smallest eigenvalue of the kernels over all (step, point) pairs, relative to their "
-        f"mean diagonal (mode A, K = L, τ = {taus[-1]:g}); the paper's convergence theorem "
-        'assumes it stays bounded away from 0 ("nondegeneracy"):',
+        "Smallest eigenvalue of the kernels, relative to their mean diagonal (mode A, K = L, "
+        f"τ = {taus[-1]:g}): over all (step, point) pairs, and of the last step's kernel over the "
+        "points alone; the paper's convergence theorem assumes it stays bounded away from 0 "
+        '("nondegeneracy"). Over step pairs it is small whenever training moves the features '
+        "little (linear nets: exactly 0, their features stay in a low-dimensional span):",
         "",
     ]
-    for field, name in (("A_phi", "Φ"), ("A_g", "G")):
+    for field, name in (("A_phi", "Φ"), ("A_g", "G"), ("A_phi_point", "Φ(T, T) over points")):
+        if field not in eig:
+            continue
         vals = ", ".join(
             pm(r[-1], s[-1], 2) for r, s in zip(eig[field], eig[field + "_se"], strict=True)
         )
