@@ -3,7 +3,7 @@
 
 Every A − B quantity is a function of the member means of paired draw sets (modes A and B share
 each draw set), so its standard error is the jackknife over the pairs (`jackknife` on the stacked
-pair). The kernel method at ``K = L`` *is* the n = ∞ depth-``L`` network, so the ``K = L`` gaps
+pair), with the fixed point's stopping tolerance (1e-4 relative) as a floor. The kernel method at ``K = L`` *is* the n = ∞ depth-``L`` network, so the ``K = L`` gaps
 against ``L`` get `decay_fits` (pure power law with its SE; χ² p-values of "constant", "∝ 1/L",
 "∝ 1/L²" and ``c + b/L``). ``K → ∞`` is the depth continuum, one number per observable: each depth
 gives a Richardson estimate of it from its ``(L, 2L)`` pair (bias ``O(1/L²)``), and the one of the
@@ -18,6 +18,9 @@ import numpy as np
 from ._stats import decay_fits, jackknife, power_fit
 
 SCHEMES = {"L": "K = L", "inf": "K → ∞"}
+STOP_TOL = (
+    1e-4  # the kernel iteration's relative stopping tolerance: an accuracy floor on every value
+)
 
 
 def _paired(a: dict, key_a: str, key_b: str, i: int, j: int) -> np.ndarray:
@@ -64,7 +67,8 @@ def _scheme(a: dict, i: int, k: str) -> dict[str, Any]:
         for j in range(len(depths)):
             v, s = jackknife(stat, _paired(a, f"A_{k}_{field}", f"B_{k}_{field}", i, j))
             vals.append(v)
-            ses.append(s)
+            # moment-matched linear runs have no spread: their error is the stopping tolerance
+            ses.append(np.sqrt(s**2 + (STOP_TOL * np.abs(v)) ** 2))
         out[name], out[name + "_se"] = np.stack(vals).tolist(), np.stack(ses).tolist()
     if k == "L":
         out["fits"] = {
