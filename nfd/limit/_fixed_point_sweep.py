@@ -228,15 +228,25 @@ def sweep(
     in_drift = weights["U"] * eg
     xi, rho, phi_cols, g_cols, resp = _inputs(dyn, points, draws, kern, jitter)
 
+    N = T1 * P
+
     def step(carry, xs):
-        gc0, gc_buf, phic_buf, v, f_ntk, F0, g_buf, ph_buf = carry
+        gc0, g_buf, ph_buf, c_hist, v, f_ntk, F0 = carry
         t, xi_t, rho_t, phi_col, g_col, idx, resp_t = xs
+        # the drift sums run over s < t: c_hist holds c(s) of the steps done (zero from t on), so
+        # folded into the kernel columns it makes them causal, and each history term joins the
+        # response term that shares its history in one batched matmul (mode A: 2P[C] columns)
+        cb = c_hist.reshape(N, C)
+        fwd = (cb[None, :, :, None] * phi_col[:, :, None, :]).reshape(K, N * C, P)
+        bwd = _einsum("kmbq,mb->kmq", g_col.reshape(K, N, C, P * C), cb)  # (K, N, PC)
+        if resp_t is not None:  # mode A: + the response weights of R and D
+            fwd = jnp.concatenate([fwd, resp_t[0]], axis=-1)
+            bwd = jnp.concatenate([bwd, resp_t[1]], axis=-1)
         # forward: every increment is known before h_k(t), so h is a cumulative sum over k
         h0 = draws.u + in_drift * jnp.matmul(gc0, kx, precision=HIGHEST)
-        drift = w_drift * _k_major_matmul(gc_buf, phi_col)  # (S, K, P)
-        if resp_t is not None:  # mode A: + Σ_{s<t} R_k(t,s) g_{k+1}(s)
-            xi_t = xi_t + _k_major_matmul(g_buf, resp_t[0])
-        inc = b * xi_t + drift
+        out = _k_major_matmul(g_buf, fwd)  # Σ_s g_{k+1}(s)·[c(s) Φ_k(s,t) | R_k(t,s)]
+        drift = w_drift * out[..., :P]  # (S, K, P)
+        inc = b * (xi_t + out[..., P:]) + drift if resp_t is not None else b * xi_t + drift
         h = jnp.concatenate([h0[:, None], h0[:, None] + jnp.cumsum(inc, axis=1)], axis=1)
         ph, dph = phi(h), phi.deriv(h)  # (S, K+1, P)
         F = jnp.matmul(ph[:, K].T, v, precision=HIGHEST) / S  # E_S[v φ(h_K)] (P, C)
@@ -244,13 +254,15 @@ def sweep(
         f = dyn.readout.predict((F - F0) / gamma0, f_ntk)
         c = nn.error_signal(dyn.loss, f, points.y, idx)
         c = jnp.where(t < T1 - 1, c, jnp.zeros_like(c))
-        # backward: likewise a reverse cumulative sum
+        # backward: likewise a reverse cumulative sum; D needs φ(h_k(s)) for s ≤ t
         gK = dph[:, K, :, None] * v[:, None, :]  # (S, P, C)
-        bdrift = _k_major_matmul(phic_buf, g_col).reshape(S, K, P, C)
-        if resp_t is not None:  # mode A: + Σ_{s≤t} D_k(t,s) φ(h_k(s))
-            ph_buf = _put(ph_buf, ph[:, :K], t)
-            rho_t = rho_t + _k_major_matmul(ph_buf, resp_t[1]).reshape(S, K, P, C)
-        ginc = dph[:, :K, :, None] * (b * rho_t + w_drift * bdrift)
+        ph_buf = _put(ph_buf, ph[:, :K], t)
+        out = _k_major_matmul(ph_buf, bwd)  # Σ_s φ(h_k(s))·[c(s) G_{k+1}(s,t) | D_k(t,s)]
+        bdrift = out[..., : P * C].reshape(S, K, P, C)
+        noise = rho_t
+        if resp_t is not None:
+            noise = rho_t + out[..., P * C :].reshape(S, K, P, C)
+        ginc = dph[:, :K, :, None] * (b * noise + w_drift * bdrift)
         rc = jnp.flip(jnp.cumsum(jnp.flip(ginc, axis=1), axis=1), axis=1)
         g = jnp.concatenate([gK[:, None] + rc, gK[:, None]], axis=1)  # (S, K+1, P, C)
         gc = _einsum("ikpa,pa->ikp", g, c)  # g·c per sample, layer step and point
@@ -259,21 +271,23 @@ def sweep(
         )
         v = v + weights["v"] * eg * jnp.matmul(ph[:, K], c, precision=HIGHEST)
         gc0 = gc0 + gc[:, 0]
-        gc_buf = _put(gc_buf, gc[:, 1:], t)
-        phic_buf = _put(phic_buf, (ph[:, :K, :, None] * c[None, None]).reshape(S, K, P * C), t)
-        if resp_t is not None:
-            g_buf = _put(g_buf, g[:, 1:].reshape(S, K, P * C), t)
-        return (gc0, gc_buf, phic_buf, v, f_ntk, F0, g_buf, ph_buf), (h, g, f, c, drift)
+        g_buf = _put(g_buf, g[:, 1:].reshape(S, K, P * C), t)
+        c_hist = lax.dynamic_update_slice_in_dim(c_hist, c.reshape(-1), t * P * C, axis=0)
+        return (gc0, g_buf, ph_buf, c_hist, v, f_ntk, F0), (h, g, f, c, drift)
 
     # the histories of the steps done so far, layer-major with a flat (step, point[, output])
     # axis, so that each history term is one batched matmul against a kernel column
     dtype = points.y.dtype
     zeros = jnp.zeros((P, C), dtype)
-    histories = (None, None)  # mode A: g_{k+1}(s), φ(h_k(s))
-    if resp is not None:
-        histories = (jnp.zeros((K, S, T1 * P * C), dtype), jnp.zeros((K, S, T1 * P), dtype))
-    carry = (jnp.zeros((S, P), dtype), jnp.zeros((K, S, T1 * P), dtype))
-    carry = (*carry, jnp.zeros((K, S, T1 * P * C), dtype), draws.v0, zeros, zeros, *histories)
+    carry = (
+        jnp.zeros((S, P), dtype),
+        jnp.zeros((K, S, N * C), dtype),  # g_{k+1}(s)
+        jnp.zeros((K, S, N), dtype),  # φ(h_k(s))
+        jnp.zeros((N * C,), dtype),  # c(s)
+        draws.v0,
+        zeros,
+        zeros,
+    )
     xs = (jnp.arange(T1), xi, rho, phi_cols, g_cols, schedule, resp)
     _, (h, g, f, c, drift) = lax.scan(step, carry, xs)
     return Sweep(h=h, g=g, f=f, c=c, drift=drift)
