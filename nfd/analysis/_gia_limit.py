@@ -3,21 +3,24 @@
 
 Every A − B quantity is a function of the member means of paired draw sets (modes A and B share
 each draw set), so its standard error is the jackknife over the pairs (`jackknife` on the stacked
-pair), with the fixed point's stopping tolerance (1e-4 relative) as a floor. The kernel method at ``K = L`` *is* the n = ∞ depth-``L`` network, so the ``K = L`` gaps
-against ``L`` get `decay_fits` (pure power law with its SE; χ² p-values of "constant", "∝ 1/L",
-"∝ 1/L²" and ``c + b/L``). ``K → ∞`` is the depth continuum, one number per observable: each depth
-gives a Richardson estimate of it from its ``(L, 2L)`` pair (bias ``O(1/L²)``), and the one of the
-largest depth is the ``L → ∞`` value (``limit``). The report (`nfd.reports.gia_limit_report`) reads
-both.
+pair), with the fixed point's stopping tolerance (1e-4 relative) as a floor. The kernel method
+at ``K = L`` *is* the n = ∞ depth-``L`` network, so the ``K = L`` gaps against ``L`` get
+`decay_fits` (pure power law with its SE; χ² p-values of "constant", "∝ 1/L", "∝ 1/L²" and
+``c + b/L``). ``K → ∞`` is the depth continuum, one number per observable: each depth gives a
+Richardson estimate of it from its ``(L, 2L)`` pair (bias ``O(1/L²)``; runs of different depths use
+different draws), and the ``L → ∞`` value (``limit``) is the weighted mean of the estimates at
+``L ≥ 16`` (`LIMIT_FROM`; the largest depth alone if none is that deep), with the χ² p-value of
+their agreement. The report (`nfd.reports.gia_limit_report`) reads both.
 """
 
 from typing import Any
 
 import numpy as np
 
-from ._stats import decay_fits, jackknife, power_fit
+from ._stats import constant_fit, decay_fits, jackknife, power_fit
 
 SCHEMES = {"L": "K = L", "inf": "K → ∞"}
+LIMIT_FROM = 16  # the K → ∞ estimates from depths ≥ this are averaged into the L → ∞ value
 STOP_TOL = (
     1e-4  # the kernel iteration's relative stopping tolerance: an accuracy floor on every value
 )
@@ -59,7 +62,7 @@ PICK = {"deficit": -1, "f_gap": -1, "loss_gap": -1, "ntk_dist": 1}  # τ = last,
 def _scheme(a: dict, i: int, k: str) -> dict[str, Any]:
     """The gaps of activation ``i`` and scheme ``k`` at every depth; for ``K = L`` their fits in
     ``L`` (`PICK`: the deficit at the last layer time, the f and loss gaps at the last step, the NTK
-    distance at ``t = 1``), for ``K → ∞`` the estimate of the largest depth (``limit``)."""
+    distance at ``t = 1``), for ``K → ∞`` the weighted mean of the deep estimates (``limit``)."""
     depths = a["depths"].astype(float)
     out: dict[str, Any] = {}
     for name, (field, stat) in GAPS.items():
@@ -78,9 +81,13 @@ def _scheme(a: dict, i: int, k: str) -> dict[str, Any]:
             for name, col in PICK.items()
         }
     else:
-        out["limit"] = {
-            name: (out[name][-1][col], out[name + "_se"][-1][col]) for name, col in PICK.items()
-        }
+        deep = depths >= min(LIMIT_FROM, depths[-1])
+        out["limit"] = {}
+        for name, col in PICK.items():
+            fit = constant_fit(
+                np.asarray(out[name])[deep, col], np.asarray(out[name + "_se"])[deep, col]
+            )
+            out["limit"][name] = {**fit, "depths": depths[deep].astype(int).tolist()}
     conv = np.concatenate([a[f"{m}_{k}_converged"][i].ravel() for m in "AB"])
     out["converged"] = float(np.mean(conv))
     return out

@@ -55,7 +55,7 @@ def _gaps_figure(s: Mapping[str, Any]) -> Figure:
                     label=f"{act}, " + ("K = L" if net else "K → ∞ from (L, 2L)"),
                 )
                 if not net:
-                    ax.axhline(abs(s[act][k]["limit"][key][0]), color=color, ls=":", lw=0.9)
+                    ax.axhline(abs(s[act][k]["limit"][key]["c"]), color=color, ls=":", lw=0.9)
             cb = s[act]["L"]["fits"][key]["c+b/L"]["coef"]
             if np.all(np.isfinite(cb)):
                 ax.plot(Lf, np.abs(cb[0] + cb[1] / Lf), color=color, lw=0.6, alpha=0.7)

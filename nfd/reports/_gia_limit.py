@@ -3,7 +3,7 @@ fits of `nfd.analysis.gia_limit_summary`; no conclusion is written in advance.""
 
 from typing import Any
 
-from ._format import pm
+from ._format import pm, pval
 from ._gia import VERDICT_WORDS, _decay_words
 
 WHAT = {
@@ -26,9 +26,15 @@ def _table(per: dict, k: str, key: str, col: int) -> list[str]:
 
 
 def _limit_words(limit: dict, key: str) -> str:
-    x, se = limit[key]
+    fit = limit[key]
+    x, se, p = fit["c"], fit["c_se"], fit["p"]
     z = abs(x) / se if se and se > 0 else float("inf")
-    return f"{pm(x, se, 3)} ({z:.1f} SE from 0)"
+    where = (
+        f"L = {fit['depths'][0]}"
+        if len(fit["depths"]) == 1
+        else (f"mean of L = {fit['depths'][0]} … {fit['depths'][-1]}, agreement p = {pval(p)}")
+    )
+    return f"{pm(x, se, 3)} ({z:.1f} SE from 0; {where})"
 
 
 def _eig_lines(eig: dict, depths, taus) -> list[str]:
@@ -82,7 +88,8 @@ def gia_limit_report(summary: dict[str, Any]) -> str:
         "n = ∞ network of depth L, so its gaps are fitted against L; "
         + (
             f"K → ∞ (the depth continuum, L = ∞) is estimated at each L by {SCHEME_WORDS['inf']}, "
-            f"and the estimate of the largest depth (L = {depths[-1]}) is taken as its value."
+            "and the weighted mean of the estimates at L ≥ 16 is its value (with the χ² p-value "
+            "of their agreement)."
             if has_inf
             else "no K → ∞ estimate (extrapolate_layers = false)."
         ),
