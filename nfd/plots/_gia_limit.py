@@ -98,7 +98,11 @@ def _eig_figure(s: Mapping[str, Any]) -> Figure:
                     label=f"{act}, points at t = T",
                 )
         ax.set_xscale("log", base=2)
-        ax.set_yscale("symlog", linthresh=1e-8)
+        lows = [np.asarray(s[a]["min_eig"][field])[:, -1] for a in s["activations"]]
+        if np.all(np.concatenate(lows) > 0):
+            ax.set_yscale("log")
+        else:  # exactly singular kernels (linear nets): round-off puts some just below 0
+            ax.set_yscale("symlog", linthresh=1e-8)
         ax.set_xlabel("depth L")
         ax.set_ylabel(f"λ_min({name}) / mean diag")
         ax.legend()
