@@ -39,6 +39,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_finite.py
 	$(BIN)/python scripts/bench_limit.py
+	$(BIN)/python scripts/bench_kernel.py
 
 # every figure of the project from configs/figures (smoke: minutes on 2 CPU cores)
 figures: $(STAMP)
