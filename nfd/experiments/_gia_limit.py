@@ -51,10 +51,11 @@ def _check_cfg(cfg) -> None:
         )
 
 
-def _columns(task, K: int, steps: int) -> int:
-    """Normals per sample of a ``K``-step draw (``D + C + K N (1 + C)``)."""
-    N, C = (steps + 1) * (task.n_train + task.n_test), task.out_dim
-    return task.in_dim + C + K * N * (1 + C)
+def _moment_matched(cfg, task, L: int, K: int) -> bool:
+    """Whether `limit.particles` allow moment-matched draws of ``K`` layer steps (one choice for
+    every run that shares the draws)."""
+    dyn = _dynamics(cfg, L, K, "A", 1, False)
+    return cfg.limit.particles >= dyn.draw_columns(Points.from_task(task), cfg.gia_limit.steps)
 
 
 def _dynamics(cfg, L: int, K: int, mode: str, refinement: int, orthogonal: bool):
@@ -107,7 +108,7 @@ def _depth(cfg, task, L: int) -> dict:
     g = cfg.gia_limit
     extrapolate = g.extrapolate_layers
     finest = 2 * L if extrapolate else L
-    orthogonal = cfg.limit.particles >= _columns(task, finest, g.steps)
+    orthogonal = _moment_matched(cfg, task, L, finest)
     out: dict[str, np.ndarray] = {"moment_matched": np.asarray(orthogonal)}
     for mode in MODES:
         coarse = _solve(cfg, task, L, L, mode, 2 if extrapolate else 1, orthogonal)
@@ -128,7 +129,7 @@ def _gamma_scan(cfg, task) -> dict[str, np.ndarray]:
     g = cfg.gia_limit
     L = g.scan_depth()
     f_gap, dphi_gap = [], []
-    orthogonal = cfg.limit.particles >= _columns(task, L, g.steps)
+    orthogonal = _moment_matched(cfg, task, L, L)
     for gamma in g.gammas:
         c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, gamma0=float(gamma)))
         a, b = (_solve(c, task, L, L, mode, 1, orthogonal) for mode in MODES)

@@ -244,7 +244,7 @@ class KernelFixedPoint(AbstractPathDynamics):
             raise ValueError(f"schedule must have shape (T, B), got {schedule.shape}.")
         T = int(schedule.shape[0])
         K_drawn = self.draw_refinement * self.num_layer_steps
-        cols = num_columns(points.in_dim, points.out_dim, K_drawn, (T + 1) * points.num_points)
+        cols = self.draw_columns(points, T)
         dyn = self
         if self.orthogonalize is None:  # "auto": moment matching where the samples allow it
             dyn = dataclasses.replace(self, orthogonalize=self.num_samples >= cols)
@@ -262,6 +262,14 @@ class KernelFixedPoint(AbstractPathDynamics):
         return _solve_path(
             dyn, points, jnp.asarray(lr, dtype), schedule, saveat, key, float(jitter)
         )
+
+    def draw_columns(self, points: Points, num_steps: int) -> int:
+        """Standard normals per sample of one member's draw, ``D + C + r K N (1 + C)`` with
+        ``N = points × (num_steps + 1)``: moment matching (``orthogonalize``) needs ``S`` at least
+        this."""
+        K_drawn = self.draw_refinement * self.num_layer_steps
+        N = (num_steps + 1) * points.num_points
+        return num_columns(points.in_dim, points.out_dim, K_drawn, N)
 
     def describe(self, traj) -> str | None:
         """Iterations per member and the largest residual (and how many did not converge)."""
