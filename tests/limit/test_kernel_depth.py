@@ -80,6 +80,7 @@ def test_depth_error_has_slope_minus_one_and_richardson_removes_it():
     assert all(rich[K] < err[2 * K] for K in rich), (rich, err)
 
 
+@pytest.mark.slow  # 14 s cold: three more compilations
 def test_layer_refinement_pair_is_the_coupled_richardson_pair():
     """`layer_refinement_pair` gives ``(K, r = 2)`` and ``(2K, r = 1)``; the coarse run's draws are
     the fine run's group sums, so with identical keys the pair differs by the ``O(1/K)`` depth error
