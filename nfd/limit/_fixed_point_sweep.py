@@ -233,15 +233,7 @@ def sweep(
     def step(carry, xs):
         gc0, g_buf, ph_buf, c_hist, v, f_ntk, F0 = carry
         t, xi_t, rho_t, phi_col, g_col, idx, resp_t = xs
-        # the drift sums run over s < t: c_hist holds c(s) of the steps done (zero from t on), so
-        # folded into the kernel columns it makes them causal, and each history term joins the
-        # response term that shares its history in one batched matmul (mode A: 2P[C] columns)
-        cb = c_hist.reshape(N, C)
-        fwd = (cb[None, :, :, None] * phi_col[:, :, None, :]).reshape(K, N * C, P)
-        bwd = _einsum("kmbq,mb->kmq", g_col.reshape(K, N, C, P * C), cb)  # (K, N, PC)
-        if resp_t is not None:  # mode A: + the response weights of R and D
-            fwd = jnp.concatenate([fwd, resp_t[0]], axis=-1)
-            bwd = jnp.concatenate([bwd, resp_t[1]], axis=-1)
+        fwd, bwd = _history_columns(phi_col, g_col, c_hist.reshape(N, C), resp_t)
         # forward: every increment is known before h_k(t), so h is a cumulative sum over k
         h0 = draws.u + in_drift * jnp.matmul(gc0, kx, precision=HIGHEST)
         out = _k_major_matmul(g_buf, fwd)  # Σ_s g_{k+1}(s)·[c(s) Φ_k(s,t) | R_k(t,s)]
@@ -291,6 +283,24 @@ def sweep(
     xs = (jnp.arange(T1), xi, rho, phi_cols, g_cols, schedule, resp)
     _, (h, g, f, c, drift) = lax.scan(step, carry, xs)
     return Sweep(h=h, g=g, f=f, c=c, drift=drift)
+
+
+def _history_columns(phi_col, g_col, c, resp_t):
+    """The right-hand sides of a step's two history matmuls: ``c(s)`` folded into column ``t`` of
+    ``Φ_k`` (rows ``(s, ν, b)``, for the history of ``g_{k+1}``) and of ``G_{k+1}`` (rows ``(s, ν)``,
+    for the history of ``φ(h_k)``), and in mode A the response weights of ``R`` and ``D`` beside them.
+
+    The drifts sum over ``s < t``: ``c`` holds ``c(s)`` of the steps done and zeros from ``t`` on,
+    so the folded columns are causal, and each history term shares one batched matmul with the
+    response term of the same history."""
+    K, N, P = phi_col.shape
+    C = c.shape[-1]
+    fwd = (c[None, :, :, None] * phi_col[:, :, None, :]).reshape(K, N * C, P)
+    bwd = _einsum("kmbq,mb->kmq", g_col.reshape(K, N, C, P * C), c)  # (K, N, PC)
+    if resp_t is not None:  # mode A
+        fwd = jnp.concatenate([fwd, resp_t[0]], axis=-1)
+        bwd = jnp.concatenate([bwd, resp_t[1]], axis=-1)
+    return fwd, bwd
 
 
 def _k_major_matmul(
