@@ -136,8 +136,9 @@ class FixedPointInfo(eqx.Module):
         residual: the residual ``max_k max|X_new − X| / max|X|`` (``X`` over ``Φ_k`` and ``G_k``,
             in mode A also the response coefficients) of the state whose observables are reported.
         residual_history: the residual of each iteration ``(max_iter,)``; NaN after stopping.
-        converged: ``residual < tol``; a member that did not converge is recorded here (its
-            observables are those of its last iterate), never silently.
+        converged: ``residual < tol`` and every reported value finite; a member that did not
+            converge is recorded here (its observables are those of its last iterate), never
+            silently.
         phi_min_eig, g_min_eig: per layer step ``k = 0..K``, the smallest eigenvalue of ``Φ_k``
             and ``G_k`` over all (step, point[, output]) pairs of the reported iterate, relative to
             the mean of its diagonal (the "nondegeneracy" of the paper's convergence theorem; the
@@ -346,7 +347,7 @@ def _solve_path(
         iterations=loop.n,
         residual=loop.residual,
         residual_history=loop.history,
-        converged=loop.residual < dyn.tol,
+        converged=(loop.residual < dyn.tol) & (failed < 0),  # non-finite values never converged
         **kernel_diagnostics(dyn, loop.used, jitter),
     )
     return PathSolution(observables=obs, failed_step=failed, info=info)

@@ -397,6 +397,40 @@ def test_unconverged_member_is_recorded_not_failed():
     assert "2 of 2 member(s) not converged" in (dyn.describe(traj) or "")
 
 
+def test_diverging_member_is_a_failure_never_converged():
+    """ReLU, mode A, undamped iteration (damping 1) at η0 = 0.5, K = 16, T = 10: one of these two
+    draw sets blows up to NaN while the stopping rule fires on a residual computed before (4
+    iterations). It is recorded as failed at its first non-finite step, and `info.converged` is
+    False for it: a member with non-finite values never counts as converged."""
+    P, T, D = 8, 10, 8
+    x = jr.normal(jr.key(0), (P, D))
+    x = x * jnp.sqrt(D / jnp.sum(x**2, axis=1, keepdims=True))
+    points = Points(x=x, y=jnp.sign(x[:, :1]), num_train=P)
+    dyn = KernelFixedPoint(
+        num_samples=256,
+        num_layer_steps=16,
+        param=nfd.DepthMuP(),
+        activation=Relu(),
+        loss=MSE(),
+        coupling=REUSED,
+        readout=P2,
+        orthogonalize=False,
+        damping=1.0,
+        max_iter=100,
+    )
+    traj = evolve(
+        dyn,
+        points,
+        lr=jnp.full((2,), 0.5),
+        schedule=batch_schedule(P, 0, T, key=jr.key(1)),
+        saveat=SaveAt(steps=save_steps(T, 1)),
+        keys=jr.split(jr.key(2), 2),
+    )
+    failed = np.asarray(traj.failed_step) >= 0
+    assert failed.any(), "the case no longer diverges: pick another"
+    assert not np.any(np.asarray(traj.info.converged)[failed])
+
+
 def test_many_pairs_do_not_deadlock_the_cpu_runtime():
     """P = 8 points over T = 10 steps (N = 88 pairs), two members: jaxlib 0.10's CPU runtime
     deadlocked (every worker idle, forever) when the kernel method factored its layer batch in one
