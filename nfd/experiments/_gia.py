@@ -98,22 +98,28 @@ def _limit_path(cfg, task, depth: int, coupling: str, taus) -> dict:
     }
 
 
-def _check_cfg(cfg, task=None) -> None:
-    """Reject what `run_gia` does not support (``task``: also check the built task)."""
+def check_sgd_one_layer(cfg, kind: str) -> None:
+    """What every GIA kind needs: SGD (the limit theory's optimizer), ``seeds ≥ 2`` (standard
+    errors) and one-layer pre-activation blocks (the blocks the limits solve)."""
     if cfg.optim.name != "sgd":
         raise ConfigError(
-            "optim.name", f"{cfg.optim.name!r} has no limit theory", "'sgd' for kind = 'gia'"
+            "optim.name", f"{cfg.optim.name!r} has no limit theory", f"'sgd' for kind = '{kind}'"
         )
     if cfg.seeds < 2:
         raise ConfigError(
-            "seeds", f"kind = 'gia' needs standard errors, got seeds = {cfg.seeds}", "seeds >= 2"
+            "seeds", f"kind = '{kind}' needs standard errors, got seeds = {cfg.seeds}", "seeds >= 2"
         )
     if cfg.model.block != "one_layer" or cfg.model.post_activation:
         raise ConfigError(
             "model.block",
-            "kind = 'gia' studies one-layer pre-activation blocks",
+            f"kind = '{kind}' studies one-layer pre-activation blocks",
             "block = 'one_layer', post_activation = false",
         )
+
+
+def _check_cfg(cfg, task=None) -> None:
+    """Reject what `run_gia` does not support (``task``: also check the built task)."""
+    check_sgd_one_layer(cfg, "gia")
     if task is not None and task.out_dim != 1:
         raise ConfigError(
             "task.out_dim",

@@ -25,30 +25,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ..config import ConfigError, build_limit, build_schedule, build_task, run_keys
+from ..config import build_limit, build_schedule, build_task, run_keys
 from ..dynamics import Points, SaveAt, evolve
 from ..limit import KernelFixedPoint
+from ._gia import check_sgd_one_layer
 
 MODES = {"A": "exact", "B": "decoupled"}
-
-
-def _check_cfg(cfg) -> None:
-    if cfg.optim.name != "sgd":
-        raise ConfigError(
-            "optim.name", f"{cfg.optim.name!r} has no limit theory", "'sgd' for kind = 'gia_limit'"
-        )
-    if cfg.seeds < 2:
-        raise ConfigError(
-            "seeds",
-            f"kind = 'gia_limit' needs standard errors, got seeds = {cfg.seeds}",
-            "seeds >= 2 (independent draw sets)",
-        )
-    if cfg.model.block != "one_layer" or cfg.model.post_activation:
-        raise ConfigError(
-            "model.block",
-            "the kernel method solves one-layer pre-activation blocks",
-            "block = 'one_layer', post_activation = false",
-        )
 
 
 def _moment_matched(cfg, task, L: int, K: int) -> bool:
@@ -74,18 +56,19 @@ def _solve(cfg, task, L: int, K: int, mode: str, refinement: int, orthogonal: bo
     points = Points.from_task(task)
     E = cfg.seeds
     keys = jnp.stack([jr.fold_in(run_keys(cfg)["limit"], s) for s in range(E)])
+    saveat = SaveAt(
+        steps=tuple(range(g.steps + 1)), ntk=True, kernels=True, layer_times=g.layer_times
+    )
     traj = evolve(
         dyn,
         points,
         lr=jnp.full((E,), cfg.optim.lr, task.x_train.dtype),
         schedule=build_schedule(cfg, task),
-        saveat=SaveAt(
-            steps=tuple(range(g.steps + 1)), ntk=True, kernels=True, layer_times=g.layer_times
-        ),
+        saveat=saveat,
         keys=keys,
     )
     phi = np.asarray(traj.extras["phi_kernel"])  # (E, S, R, P, P)
-    layers = [int(round(t * K)) for t in g.layer_times]
+    layers = list(saveat.layer_indices(K))
     last = phi[:, -1]  # Φ_k(T, T) over points only (E, R, P, P)
     diag = np.mean(np.diagonal(last, axis1=-2, axis2=-1), axis=-1)
     return {
@@ -165,7 +148,7 @@ def run_gia_limit(cfg, *, task=None, progress: bool | None = None) -> dict[str, 
     """
     from tqdm.auto import tqdm
 
-    _check_cfg(cfg)
+    check_sgd_one_layer(cfg, "gia_limit")
     g = cfg.gia_limit
     cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, steps=g.steps))
     task = build_task(cfg, key=run_keys(cfg)["task"]) if task is None else task

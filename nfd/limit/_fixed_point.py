@@ -141,8 +141,8 @@ class FixedPointInfo(eqx.Module):
             silently.
         phi_min_eig, g_min_eig: per layer step ``k = 0..K``, the smallest eigenvalue of ``Φ_k``
             and ``G_k`` over all (step, point[, output]) pairs of the reported iterate, relative to
-            the mean of its diagonal (the "nondegeneracy" of the paper's convergence theorem; the
-            finite-sample kernels are rank ``≤ S``, so values near ``1/S`` mean "degenerate").
+            the mean of its diagonal (the "nondegeneracy" of the paper's convergence theorem;
+            sample kernels have rank ``≤ S``, so with more pairs than samples it is 0).
         stein_dropped: the fraction of whitened-Stein columns dropped by the pivot rule
             (``L_jj² < stein_tol · X_jj``) over all layer steps, for the ``Φ`` and ``G`` factors.
     """

@@ -81,13 +81,18 @@ def coefficients(dyn: "KernelFixedPoint", lr: Float[Array, ""]):
     return p.branch_multiplier(K), p.ntk_weights(K, dyn.block), lr * p.gamma0
 
 
+def _symmetric(x: Float[Array, "K N N"]) -> tuple[Float[Array, "K N N"], Float[Array, " K"]]:
+    """Each ``x_k`` symmetrised, and the mean of its diagonal (1 where that is not positive)."""
+    x = 0.5 * (x + jnp.swapaxes(x, -1, -2))
+    scale = jnp.mean(jnp.diagonal(x, axis1=-2, axis2=-1), axis=-1)
+    return x, jnp.where(scale > 0, scale, jnp.ones_like(scale))
+
+
 def factor(x: Float[Array, "K N N"], jitter: float) -> Float[Array, "K N N"]:
     """Lower Cholesky factor of each ``x_k + jitter · mean(diag x_k) · I`` (symmetrised first), one
     matrix per LAPACK call (`one_at_a_time`)."""
-    x = 0.5 * (x + jnp.swapaxes(x, -1, -2))
+    x, scale = _symmetric(x)
     n = x.shape[-1]
-    scale = jnp.mean(jnp.diagonal(x, axis1=-2, axis2=-1), axis=-1)
-    scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
     eye = jnp.eye(n, dtype=x.dtype)
     return one_at_a_time(jnp.linalg.cholesky, x + (jitter * scale)[..., None, None] * eye[None])
 
@@ -97,10 +102,8 @@ def kernel_diagnostics(dyn: "KernelFixedPoint", kern: Kernels, jitter: float) ->
     ``Φ_k`` and ``G_k`` and the fraction of whitened-Stein columns the pivot rule drops."""
 
     def min_eig(x):  # relative to the mean diagonal, one matrix per LAPACK call
-        x = 0.5 * (x + jnp.swapaxes(x, -1, -2))
-        lam = one_at_a_time(lambda m: jnp.linalg.eigvalsh(m)[0], x)
-        scale = jnp.mean(jnp.diagonal(x, axis1=-2, axis2=-1), axis=-1)
-        return lam / jnp.where(scale > 0, scale, jnp.ones_like(scale))
+        x, scale = _symmetric(x)
+        return one_at_a_time(lambda m: jnp.linalg.eigvalsh(m)[0], x) / scale
 
     def dropped(x):
         L = factor(x, jitter)
@@ -238,7 +241,8 @@ def sweep(
         h0 = draws.u + in_drift * jnp.matmul(gc0, kx, precision=HIGHEST)
         out = _k_major_matmul(g_buf, fwd)  # Σ_s g_{k+1}(s)·[c(s) Φ_k(s,t) | R_k(t,s)]
         drift = w_drift * out[..., :P]  # (S, K, P)
-        inc = b * (xi_t + out[..., P:]) + drift if resp_t is not None else b * xi_t + drift
+        noise = xi_t if resp_t is None else xi_t + out[..., P:]  # mode A: + Σ R_k(t,s) g_{k+1}(s)
+        inc = b * noise + drift
         h = jnp.concatenate([h0[:, None], h0[:, None] + jnp.cumsum(inc, axis=1)], axis=1)
         ph, dph = phi(h), phi.deriv(h)  # (S, K+1, P)
         F = jnp.matmul(ph[:, K].T, v, precision=HIGHEST) / S  # E_S[v φ(h_K)] (P, C)
@@ -251,7 +255,7 @@ def sweep(
         ph_buf = _put(ph_buf, ph[:, :K], t)
         out = _k_major_matmul(ph_buf, bwd)  # Σ_s φ(h_k(s))·[c(s) G_{k+1}(s,t) | D_k(t,s)]
         bdrift = out[..., : P * C].reshape(S, K, P, C)
-        noise = rho_t
+        noise = rho_t  # mode A: + Σ_{s≤t} D_k(t,s) φ(h_k(s))
         if resp_t is not None:
             noise = rho_t + out[..., P * C :].reshape(S, K, P, C)
         ginc = dph[:, :K, :, None] * (b * noise + w_drift * bdrift)
