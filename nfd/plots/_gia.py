@@ -2,7 +2,9 @@
 
 Every curve is an array of the run's summary (`nfd.analysis.gia_summary`: the raw measurements
 and the derived ratios, distances and gaps of `nfd.analysis.summarise`); fitted lines are drawn
-from the exponents and amplitudes of its fits.
+from the exponents and amplitudes of its fits. Colour is width (dark to light: narrow to wide) or
+observable, the n = ∞ limit is black and dashed, error bars are ±1 SE, legends sit right of each
+panel (`nfd.plots._style`).
 """
 
 from collections.abc import Mapping
@@ -13,7 +15,17 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..runs import Run
-from ._plots import style
+from ._style import (
+    GUIDE,
+    LIMIT,
+    colour,
+    entry,
+    legend_outside,
+    line_colours,
+    log_axis,
+    note_empty,
+    style,
+)
 
 _OBS_LABELS = {"dphi": "δΦ (all τ)", "dg": "δG (all τ)", "dtheta": "δΘ", "f_p1": "f under P1"}
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
@@ -24,26 +36,30 @@ def _axes(
     xlabel: str,
     ylabel: str,
     *,
+    xs,
     logy: bool = False,
     title: str | None = None,
     title_size: float | int = 8,
     legend: float | int | None = None,
+    handles=None,
 ) -> None:
-    """log₂ x axis (log y with ``logy``), labels, an optional title and legend (font sizes)."""
-    ax.set_xscale("log", base=2)
+    """log₂ x axis over the grid ``xs`` (log y with ``logy``; each only where it spans two
+    values), labels, an optional title and a legend right of the panel (font size), a note on a
+    panel without a finite value."""
+    log_axis(ax, "x", base=2, values=xs)
     if logy:
-        ax.set_yscale("log")
+        log_axis(ax, "y")
+    note_empty(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title is not None:
         ax.set_title(title, fontsize=title_size)
     if legend is not None:
-        ax.legend(fontsize=legend)
+        legend_outside(ax, handles, fontsize=legend, title="bars: ±1 SE")
 
 
 def _width_colors(widths):
-    cmap = plt.get_cmap("viridis")
-    return [cmap(0.15 + 0.7 * i / max(len(widths) - 1, 1)) for i in range(len(widths))]
+    return line_colours(len(widths))
 
 
 def _offsets(num: int, span: float = 0.06) -> np.ndarray:
@@ -75,7 +91,7 @@ def ratio_figure(run: Run, summary: Mapping) -> Figure:
     offs = _offsets(len(widths) + 1)
     with style():
         fig, axes = plt.subplots(
-            1, len(taus), figsize=(2.6 * len(taus) + 0.8, 3.3), sharey=True, layout="constrained"
+            1, len(taus), figsize=(2.6 * len(taus) + 3.0, 3.3), sharey=True, layout="constrained"
         )
         axes = np.atleast_1d(axes)
         for r, (ax, tau) in enumerate(zip(axes, taus, strict=True)):
@@ -90,7 +106,7 @@ def ratio_figure(run: Run, summary: Mapping) -> Figure:
                     fmt="s",
                     ms=4.5,
                     mfc="none",
-                    color="k",
+                    color=colour(1),
                     lw=0.9,
                     capsize=1.5,
                     label="finite, n → ∞ (1/n fit)",
@@ -98,20 +114,19 @@ def ratio_figure(run: Run, summary: Mapping) -> Figure:
             ax.plot(
                 depths,
                 a["lim_ratio"][:, r],
-                "k--",
-                lw=1.2,
+                **LIMIT,
                 marker="x",
-                ms=4,
-                label="limit: mode B / mode A (K = L)",
+                ms=5,
+                label="limit n = ∞: mode B / mode A (K = L)",
             )
-            ax.axhline(1.0, color="tab:red", lw=0.8, ls=":", label="GIA exact (ratio 1)")
+            ax.axhline(1.0, **GUIDE, label="GIA exact (ratio 1)")
             fit = s["ratio"][f"{tau:g}"]["finite_deficit"]["power"]
             ax.set_title(f"τ = {tau:g}; deficit ∝ L^{fit['exponent']:.2f}", fontsize=8)
-            ax.set_xscale("log", base=2)
+            log_axis(ax, "x", base=2, values=depths)
+            note_empty(ax)
             ax.set_xlabel("depth L")
         axes[0].set_ylabel("δΦ^dec / δΦ^std  (one step)")
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=6)
+        legend_outside(fig, title="bars: ±1 SE", fontsize=6)
         fig.suptitle("One-step feature-kernel change: decoupled over standard network", fontsize=9)
     return fig
 
@@ -127,12 +142,12 @@ def _std_bars(ax, a, key: str, colors, offs, r: int | None = None) -> None:
 
 def _fit_line(ax, depths, fit: Mapping) -> None:
     """A fitted power law ``amplitude · L^exponent`` (when the fit exists)."""
-    if np.isfinite(fit.get("exponent", np.nan)):
+    if len(depths) > 1 and np.isfinite(fit.get("exponent", np.nan)):
         ax.plot(
             depths,
             fit["amplitude"] * depths ** fit["exponent"],
-            color="tab:red",
-            lw=0.9,
+            color=colour(1),
+            lw=1.2,
             label=f"fit L^{fit['exponent']:.2f} ± {fit['exponent_se']:.2f}",
         )
 
@@ -140,7 +155,7 @@ def _fit_line(ax, depths, fit: Mapping) -> None:
 def _limit_line(ax, depths, y) -> None:
     """Mode A's value against depth (when the limit has one)."""
     if np.any(np.isfinite(y)):
-        ax.plot(depths, np.abs(y), "k--", marker="x", ms=4, lw=1.0, label="limit mode A")
+        ax.plot(depths, np.abs(y), **LIMIT, marker="x", ms=5, label="limit n = ∞, mode A")
 
 
 def chi_figure(run: Run, summary: Mapping) -> Figure:
@@ -151,7 +166,7 @@ def chi_figure(run: Run, summary: Mapping) -> Figure:
     colors = _width_colors(widths)
     offs = _offsets(len(widths))
     with style():
-        fig, axes = plt.subplots(1, 3, figsize=(10, 3.1), layout="constrained")
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.3), layout="constrained")
         ax = axes[0]
         if chi["tau"] is not None:
             r = int(np.argmin(np.abs(taus - chi["tau"])))
@@ -159,7 +174,7 @@ def chi_figure(run: Run, summary: Mapping) -> Figure:
             _limit_line(ax, depths, a["lim_chi_tau"][:, r])
             _fit_line(ax, depths, chi["tau_fit"])
             ax.set_title(f"|χ_ℓ| at ℓ = ⌊{chi['tau']:g}·L⌋ (project L⁻¹, paper L⁻²)", fontsize=8)
-        _axes(ax, "depth L", "|χ|", logy=True, legend=6)
+        _axes(ax, "depth L", "|χ|", xs=depths, logy=True, legend=6)
         ax = axes[1]
         _std_bars(ax, a, "chi_sum", colors, offs)
         _limit_line(ax, depths, a["lim_chi_sum"])
@@ -168,6 +183,7 @@ def chi_figure(run: Run, summary: Mapping) -> Figure:
             ax,
             "depth L",
             "|Σ_ℓ χ_ℓ|",
+            xs=depths,
             logy=True,
             title="total coupling |Σχ| (project: flat in L)",
             title_size=8,
@@ -183,54 +199,59 @@ def _control_panel(ax, a, colors, offs) -> None:
         _width_bars(ax, a, i, a["chi_sum"][i], a["chi_sum_se"][i], colors, offs, "standard")
         y, se = a["chi_dec_sum"][i], a["chi_dec_sum_se"][i]
         _width_bars(ax, a, i, y, se, colors, offs, "decoupled control", mfc="none")
-    ax.axhline(0.0, color="k", lw=0.6)
+    ax.axhline(0.0, color="0.5", lw=0.6)
     _axes(
         ax,
         "depth L",
         "Σ_ℓ χ_ℓ",
+        xs=a["depths"],
         title="Σχ with its decoupled control (must be ≈ 0)",
         title_size=8,
+        legend=6,
     )
-    ax.legend(fontsize=5.5, ncols=2)
 
 
-def _d_a_panel(ax, a, obs, obs_colors) -> None:
+DEPTH_STYLES = ["-", "--", "-.", (0, (6, 2, 1, 2, 1, 2))]  # dotted is the noise floor
+
+
+def _d_a_panel(ax, a, obs) -> None:
     """d_A against n per observable (line style: depth), noise floors dotted, a slope −1 guide."""
     depths, widths = a["depths"], a["widths"]
-    styles = ["-", "--", ":", "-."]
     for o, name in enumerate(obs):
         for j in range(len(depths)):
             ax.errorbar(
                 widths,
                 a["d_A"][o, :, j],
                 a["d_A_se"][o, :, j],
-                ls=styles[j % 4],
+                ls=DEPTH_STYLES[j % 4],
                 marker="o",
                 ms=3,
-                lw=0.9,
+                lw=1.0,
                 capsize=1.5,
-                color=obs_colors(o),
+                color=colour(o),
                 label=f"{_OBS_LABELS[name]}" if j == 0 else None,
             )
-            ax.plot(widths, a["floor_A"][o, :, j], ls=":", lw=0.6, color=obs_colors(o), alpha=0.6)
-    ref = np.nanmax(a["d_A"][:, 0, :]) if np.any(np.isfinite(a["d_A"])) else 1.0
-    ax.plot(
-        widths,
-        ref * widths[0] / widths,
-        color="0.4",
-        lw=1.2,
-        alpha=0.6,
-        label="slope −1 (required, T7)",
+            ax.plot(widths, a["floor_A"][o, :, j], ls=":", lw=0.7, color=colour(o), alpha=0.7)
+    handles = [entry(f"L = {L}", color="0.3", ls=DEPTH_STYLES[j % 4]) for j, L in enumerate(depths)]
+    handles.append(entry("dotted: noise floor", color="0.3", ls=":", lw=0.7))
+    first = a["d_A"][:, 0, :]  # the narrowest width: the guide starts at its largest d_A
+    if len(widths) > 1 and np.any(np.isfinite(first) & (first > 0)):
+        ref = np.nanmax(first)
+        ax.plot(widths, ref * widths[0] / widths, **GUIDE, label="slope −1 (required, T7)")
+    _axes(
+        ax,
+        "width n",
+        "d_A = ‖E O_std − O_A‖ / ‖O_A‖",
+        xs=widths,
+        logy=True,
+        title="standard → mode A",
+        title_size=7,
+        legend=6,
+        handles=[*ax.get_legend_handles_labels()[0], *handles],
     )
-    _axes(ax, "width n", "d_A = ‖E O_std − O_A‖ / ‖O_A‖", logy=True)
-    ax.set_title(
-        f"standard → mode A (line style: L = {', '.join(map(str, depths))}; dotted: noise floor)",
-        fontsize=7,
-    )
-    ax.legend(fontsize=6)
 
 
-def _d_b_panel(ax, a, s, obs, obs_colors) -> None:
+def _d_b_panel(ax, a, s, obs) -> None:
     """d_B (n → ∞ where possible) against L per observable; the widest width dotted."""
     depths, widths = a["depths"], a["widths"]
     for o, name in enumerate(obs):
@@ -242,18 +263,21 @@ def _d_b_panel(ax, a, s, obs, obs_colors) -> None:
             ms=3.5,
             lw=1.0,
             capsize=1.5,
-            color=obs_colors(o),
+            color=colour(o),
             label=_OBS_LABELS[name],
         )
-        ax.plot(depths, a["d_B"][o, -1], ls=":", marker=".", lw=0.7, color=obs_colors(o), alpha=0.7)
+        ax.plot(depths, a["d_B"][o, -1], ls=":", marker=".", lw=0.8, color=colour(o), alpha=0.8)
+    widest = entry(f"dotted: n = {widths[-1]}", color="0.3", ls=":", marker=".", lw=0.8)
     _axes(
         ax,
         "depth L",
         "d_B = ‖E O_std − O_B‖ / ‖O_A‖",
+        xs=depths,
         logy=True,
-        title=f"standard → mode B ({s['ratio_source']}; dotted: n = {widths[-1]})",
+        title=f"standard → mode B (solid: {s['ratio_source']})",
         title_size=7,
         legend=6,
+        handles=[*ax.get_legend_handles_labels()[0], widest],
     )
 
 
@@ -264,35 +288,29 @@ def _output_gap_panel(ax, a, T: int) -> None:
     def bar(y, se, **kw):
         ax.errorbar(depths, y, se, ms=3.5, lw=1.0, capsize=1.5, **kw)
 
-    p2 = (("loss_gap", "tab:blue", "|loss gap| P2"), ("eps_f", "tab:orange", "ε_f P2"))
+    p2 = (("loss_gap", colour(0), "|loss gap| P2"), ("eps_f", colour(1), "ε_f P2"))
     for t, mk in sorted({(1, "o"), (T, "s")}):
-        ls = "-" if t == 1 else "--"
+        ls = "-" if t == 1 else "-."
         for key, color, name in p2:
             y = a[key][-1, :, t]
             y = np.abs(y) if key == "loss_gap" else y
-            bar(
-                y, a[key + "_se"][-1, :, t], marker=mk, color=color, ls=ls, label=f"{name}, t = {t}"
-            )
-    bar(
-        a["p1_gap"][-1, :, T],
-        a["p1_gap_se"][-1, :, T],
-        marker="^",
-        color="tab:green",
-        label=f"P1 gap, t = {T}",
-    )
+            se = a[key + "_se"][-1, :, t]
+            bar(y, se, marker=mk, color=color, ls=ls, label=f"{name}, t = {t}")
+    y, se = a["p1_gap"][-1, :, T], a["p1_gap_se"][-1, :, T]
+    bar(y, se, marker="^", color=colour(2), label=f"P1 gap, t = {T}")
     ax.plot(
         depths,
         a["lim_p1_gap"][:, T],
-        "k--",
+        **LIMIT,
         marker="x",
-        ms=4,
-        lw=1.0,
-        label=f"limit A − B P1 gap, t = {T}",
+        ms=5,
+        label=f"limit n = ∞, A − B P1 gap, t = {T}",
     )
     _axes(
         ax,
         "depth L",
         "standard − decoupled",
+        xs=depths,
         logy=True,
         title=f"output gaps at n = {widths[-1]} against L (flat: no GIA restoration)",
         title_size=7,
@@ -303,9 +321,8 @@ def _output_gap_panel(ax, a, T: int) -> None:
 def _init_panel(ax, a) -> None:
     """n · ΔG_0 against n per depth (T6: flat in n means O(1/n))."""
     depths, widths = a["depths"], a["widths"]
-    cols = plt.get_cmap("plasma")
     offs = _offsets(len(depths))
-    for j, L in enumerate(depths):
+    for j, (L, c) in enumerate(zip(depths, line_colours(len(depths)), strict=True)):
         ax.errorbar(
             widths * offs[j],
             widths * a["init_gap_mean"][:, j],
@@ -314,24 +331,29 @@ def _init_panel(ax, a) -> None:
             ms=3.5,
             lw=1.0,
             capsize=1.5,
-            color=cols(0.1 + 0.7 * j / max(len(depths) - 1, 1)),
+            color=c,
             label=f"L = {L}",
         )
-    ax.axhline(0.0, color="k", lw=0.6)
-    _axes(ax, "width n", "n · (E G_0^std − E G_0^dec)")
-    ax.set_title("initial coupling (T6: flat in n means O(1/n))", fontsize=7)
-    ax.legend(fontsize=6)
+    ax.axhline(0.0, color="0.5", lw=0.6)
+    _axes(
+        ax,
+        "width n",
+        "n · (E G_0^std − E G_0^dec)",
+        xs=widths,
+        title="initial coupling (T6: flat in n means O(1/n))",
+        title_size=7,
+        legend=6,
+    )
 
 
 def gaps_figure(run: Run, summary: Mapping) -> Figure:
     """(c) d_A against n, d_B against L, the standard − decoupled gaps, and the initial gap."""
     a, s = summary["arrays"], summary["fits"]
     obs = list(_OBS_LABELS)
-    obs_colors = plt.get_cmap("tab10")
     with style():
-        fig, axes = plt.subplots(2, 2, figsize=(9, 6.4), layout="constrained")
-        _d_a_panel(axes[0, 0], a, obs, obs_colors)
-        _d_b_panel(axes[0, 1], a, s, obs, obs_colors)
+        fig, axes = plt.subplots(2, 2, figsize=(12, 6.6), layout="constrained")
+        _d_a_panel(axes[0, 0], a, obs)
+        _d_b_panel(axes[0, 1], a, s, obs)
         _output_gap_panel(axes[1, 0], a, int(a["steps"][-1]))
         _init_panel(axes[1, 1], a)
     return fig
@@ -343,18 +365,21 @@ def gamma_figure(run: Run, summary: Mapping) -> Figure:
     g = a["gammas"]
     t = s["gamma"]["f_gap_t"]
     with style():
-        fig, ax = plt.subplots(figsize=(4.2, 3.2), layout="constrained")
-        ax.plot(g, a["gamma_dphi_gap"], "o-", ms=4, label="‖δΦ_A − δΦ_B‖ (τ = last)")
-        ax.plot(g, a["gamma_f_gap"][:, t], "s-", ms=4, label=f"P1 gap rms, t = {t}")
+        fig, ax = plt.subplots(figsize=(6.2, 3.2), layout="constrained")
         ax.plot(
-            g, a["gamma_dphi_gap"][0] * (g / g[0]) ** 2, color="0.5", lw=0.9, ls=":", label="∝ γ0²"
+            g, a["gamma_dphi_gap"], "o-", color=colour(0), ms=4, label="‖δΦ_A − δΦ_B‖ (τ = last)"
         )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.plot(
+            g, a["gamma_f_gap"][:, t], "s-", color=colour(1), ms=4, label=f"P1 gap rms, t = {t}"
+        )
+        ax.plot(g, a["gamma_dphi_gap"][0] * (g / g[0]) ** 2, **GUIDE, label="guide ∝ γ0²")
+        log_axis(ax, "x", values=g)
+        log_axis(ax, "y")
+        note_empty(ax)
         ax.set_xlabel("γ0")
-        ax.set_ylabel("mode A − mode B")
+        ax.set_ylabel("mode A − mode B (n = ∞)")
         ax.set_title(f"γ0 scan at L = {int(a['depths'][-1])}", fontsize=8)
-        ax.legend(fontsize=6)
+        legend_outside(ax, fontsize=6)
     return fig
 
 

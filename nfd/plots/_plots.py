@@ -1,73 +1,80 @@
-"""The house look of every figure (an `rc_context`), and the loss figures of finite, limit and demo
-runs: a saved run and its `nfd.analysis.curves_summary` in, a matplotlib Figure out."""
+"""The loss figures of finite, limit and demo runs: a saved run and its
+`nfd.analysis.curves_summary` in, a matplotlib Figure out (house look: `nfd.plots._style`)."""
 
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # figures are files; never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from ..runs import Run
+from ._style import (
+    BAND_ALPHA,
+    LIMIT,
+    band_entry,
+    colour,
+    entry,
+    legend_outside,
+    limit_entry,
+    line_colours,
+    log_axis,
+    note_empty,
+    style,
+)
 
-from ..runs import Run  # noqa: E402
+__all__ = ["demo_figure", "loss_figure", "style"]
 
-HOUSE: dict[str, Any] = {
-    "figure.dpi": 120,
-    "savefig.dpi": 150,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "font.size": 9,
-    "legend.fontsize": 7,
-    "legend.frameon": False,
-}
+ROWS = (("loss_train", "train loss"), ("loss_test", "test loss"))
 
 
-@contextlib.contextmanager
-def style():
-    """The house style for every nfd figure."""
-    with plt.rc_context(HOUSE):  # pyright: ignore[reportArgumentType]
-        yield
+def _demo_panel(ax, steps, summary: Mapping, key: str, j: int, widths) -> None:
+    """Depth ``j``'s ``key`` curves: one solid line ± SE band per width, the limit black dashed."""
+    for i, c in enumerate(line_colours(len(widths))):
+        mean, se = summary[key]["mean"][i, j], summary[key]["se"][i, j]
+        ax.plot(steps, mean, color=c, lw=1.6)
+        ax.fill_between(steps, mean - se, mean + se, color=c, alpha=BAND_ALPHA, lw=0)
+    lim = summary.get("limit_" + key)
+    if lim is not None:
+        mean, se = lim["mean"][j], lim["se"][j]
+        ax.plot(steps, mean, **LIMIT, zorder=3)
+        ax.fill_between(steps, mean - se, mean + se, color="k", alpha=BAND_ALPHA / 2, lw=0)
 
 
 def demo_figure(run: Run, summary: Mapping) -> Figure:
-    """Train and test loss vs step for every (width, depth) of a demo run (mean ± SE over seeds;
-    ``summary``: `nfd.analysis.curves_summary` of its arrays)."""
-    a = run.arrays
+    """Train (top) and test (bottom) loss vs step, one column per depth: every width a solid
+    line (dark to light: narrow to wide) with its ±1 SE band over seeds, the n = ∞ limit at
+    K = L black and dashed (``summary``: `nfd.analysis.curves_summary` of the run's arrays)."""
+    a, cfg = run.arrays, run.config
     widths, depths, steps = a["widths"], a["depths"], a["steps"]
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True, layout="constrained")
-        cmap = plt.get_cmap("viridis")
-        cfg = run.config
-        for ax, key, title in ((axes[0], "loss_train", "train"), (axes[1], "loss_test", "test")):
-            for j, L in enumerate(depths):
-                for i, n in enumerate(widths):
-                    mean, se = summary[key]["mean"][i, j], summary[key]["se"][i, j]
-                    color = cmap(j / max(len(depths) - 1, 1))
-                    ls = ["-", "--", ":", "-."][i % 4]
-                    ax.plot(steps, mean, ls, color=color, lw=1.2, label=f"n={n}, L={L}")
-                    ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15, lw=0)
-                lim = summary.get("limit_" + key)
-                if lim is not None:
-                    mean = lim["mean"][j]
-                    color = cmap(j / max(len(depths) - 1, 1))
-                    ax.plot(steps, mean, color="k", lw=2.2, alpha=0.9, zorder=0)
-                    ax.plot(
-                        steps,
-                        mean,
-                        color=color,
-                        lw=1.0,
-                        zorder=0.5,
-                        label=f"limit n=∞, K=L={L} ({cfg.limit.coupling})",
-                    )
-            ax.set_yscale("log")
-            ax.set_xlabel("training step t")
-            ax.set_title(f"{title} loss")
-        axes[0].set_ylabel("loss")
-        axes[1].legend(ncols=1, loc="upper right")
+        fig, axes = plt.subplots(
+            2,
+            len(depths),
+            figsize=(2.9 * len(depths) + 2.4, 5.4),
+            sharex=True,
+            sharey="row",
+            squeeze=False,
+            layout="constrained",
+        )
+        for j, L in enumerate(depths):
+            for r, (key, name) in enumerate(ROWS):
+                _demo_panel(axes[r, j], steps, summary, key, j, widths)
+                axes[r, j].set_title(f"{name}, L = {L}", fontsize=9)
+            axes[1, j].set_xlabel("training step t")
+        for ax in axes.ravel():
+            log_axis(ax, "y")
+            note_empty(ax)
+        for r, (_, name) in enumerate(ROWS):
+            axes[r, 0].set_ylabel(name)
+        handles: list[Any] = [
+            entry(f"n = {n}", color=c, lw=1.6)
+            for n, c in zip(widths, line_colours(len(widths)), strict=True)
+        ]
+        if "limit_loss_train" in summary:
+            handles.append(limit_entry(f"limit n = ∞, K = L ({cfg.limit.coupling})"))
+        handles.append(band_entry(f"±1 SE over {cfg.seeds} seeds"))
+        legend_outside(fig, handles, title="finite width n (solid)")
         fig.suptitle(
             f"{cfg.task.name}: {cfg.model.param} ResNet, {cfg.model.activation}, "
             f"{cfg.optim.name} η0={cfg.optim.lr:g}, γ0={cfg.model.gamma0:g}, {cfg.seeds} seeds",
@@ -77,22 +84,24 @@ def demo_figure(run: Run, summary: Mapping) -> Figure:
 
 
 def loss_figure(run: Run, summary: Mapping) -> Figure:
-    """Train and test loss vs step of a finite run (each member, and the seed mean of
-    ``summary``: `nfd.analysis.curves_summary` of its arrays)."""
+    """Train and test loss vs step of a finite run (each member thin, and the seed mean of
+    ``summary``: `nfd.analysis.curves_summary` of its arrays, thick)."""
     a = run.arrays
     steps = a["steps"]
     with style():
-        fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
-        for key, color in (("loss_train", "C0"), ("loss_test", "C1")):
-            vals = a[key]
-            for member in vals:
-                ax.plot(steps, member, color=color, alpha=0.25, lw=0.8)
-            mean = summary[key]["mean"]
-            ax.plot(steps, mean, color=color, lw=1.6, label=key.replace("_", " "))
-        ax.set_yscale("log")
+        fig, ax = plt.subplots(figsize=(5.6, 3.2), layout="constrained")
+        handles = []
+        for k, key in enumerate(("loss_train", "loss_test")):
+            for member in np.atleast_2d(a[key]):
+                ax.plot(steps, member, color=colour(k), alpha=0.3, lw=0.8)
+            ax.plot(steps, summary[key]["mean"], color=colour(k), lw=1.8)
+            handles.append(entry(key.replace("_", " ") + ", seed mean", color=colour(k), lw=1.8))
+        handles.append(entry("thin: one seed each", color="0.4", alpha=0.5, lw=0.8))
+        log_axis(ax, "y")
+        note_empty(ax)
         ax.set_xlabel("training step t")
         ax.set_ylabel("loss")
-        ax.legend()
+        legend_outside(ax, handles)
         m = run.config.model
-        ax.set_title(f"n={m.width}, L={m.depth}, {m.activation}, {m.backward}")
+        ax.set_title(f"n={m.width}, L={m.depth}, {m.activation}, {m.backward}", fontsize=9)
     return fig

@@ -1,6 +1,9 @@
 """Figures of a saved sweep (`kind = "sweep"`): distances of the finite predictions and NTKs to
 each limit mode, and the depth scaling of the loss, drawn from its summary
-(`nfd.analysis.convergence_summary`); plots never compute."""
+(`nfd.analysis.convergence_summary`); plots never compute.
+
+Colour is depth (dark to light: shallow to deep), line style and marker are the limit mode; the
+limit losses are black (`LIMIT`), error bars ±1 SE, legends right of each panel."""
 
 from collections.abc import Mapping
 
@@ -9,7 +12,19 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..runs import Run
-from ._plots import style
+from ._style import (
+    EMPTY,
+    GUIDE,
+    LIMIT,
+    colour,
+    entry,
+    legend_outside,
+    line_colours,
+    log_axis,
+    lone_value,
+    note_empty,
+    style,
+)
 
 
 def _fmt(x) -> str:
@@ -37,33 +52,43 @@ def _mode_style(mode: str) -> tuple[str, str, str, str]:
     return ls, marker, f"{name}, K=L", name.split()[-1]
 
 
+def _slope_label(fit: Mapping) -> str:
+    slope, se = _arr(fit.get("slope")), _arr(fit.get("slope_se"))
+    return f"slope {_fmt(slope)} ± {abs(float(se)):.2f}" if np.isfinite(se) else "no slope"
+
+
 def _width_panel(ax, modes: Mapping, widths, depths, r: int, slope_of) -> None:
     """Distances ``res["d"] (W, Ld, Lr)`` ± ``res["se"]`` vs width for every mode and depth at
-    learning rate ``r``, labelled with ``slope_of(res, j)``'s ``slope`` ± ``slope_se``; a 1/n
-    guide through the largest distance."""
-    cmap = plt.get_cmap("viridis")
+    learning rate ``r``, labelled with ``slope_of(res, j)``'s ``slope`` ± ``slope_se`` (with two
+    widths or more); a 1/n guide through the largest distance; a log-log axis where it spans."""
     top = np.nan
+    colours = line_colours(len(depths))
     for mode, res in modes.items():
         ls, marker, name, _ = _mode_style(mode)
         d, se = _arr(res["d"]), _arr(res["se"])
-        top = np.nanmax([top, np.nanmax(d[:, :, r])]) if np.isfinite(d).any() else top
+        if np.isfinite(d[:, :, r]).any():
+            top = np.nanmax([top, np.nanmax(d[:, :, r])])
         for j, L in enumerate(depths):
-            fit = slope_of(res, j)
-            slope, slope_se = (_arr(fit.get(k)) for k in ("slope", "slope_se"))
+            slope = f": {_slope_label(slope_of(res, j))}" if len(widths) > 1 else ""
             ax.errorbar(
                 widths,
                 d[:, j, r],
                 yerr=se[:, j, r],
                 ls=ls,
                 marker=marker,
-                ms=3,
-                color=cmap(j / max(len(depths) - 1, 1)),
+                ms=3.5,
+                color=colours[j],
                 capsize=2,
-                lw=1.1,
-                label=f"L={L:g}, {name}: slope {_fmt(slope)} ± {abs(float(slope_se)):.2f}",
+                lw=1.3,
+                label=f"L={L:g}, {name}{slope}",
             )
-    if np.isfinite(top) and top > 0:
-        ax.plot(widths, top * widths[0] / widths, ":", color="0.5", lw=1, label="∝ 1/n")
+    if len(widths) > 1 and np.isfinite(top) and top > 0:
+        ax.plot(widths, top * widths[0] / widths, **GUIDE, label="guide ∝ 1/n")
+    log_axis(ax, "x", base=2, values=widths)
+    log_axis(ax, "y")
+    note_empty(ax)
+    ax.set_xlabel("width n")
+    legend_outside(ax, title="bars: ±1 SE; colour: depth L", fontsize=6)
 
 
 def sweep_figure(run: Run, summary: Mapping) -> Figure:
@@ -74,15 +99,11 @@ def sweep_figure(run: Run, summary: Mapping) -> Figure:
     widths, depths, lrs = (np.asarray(summary[k], float) for k in ("widths", "depths", "lrs"))
     r = 0  # first learning rate
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
         ax = axes[0]
         _width_panel(ax, summary["modes"], widths, depths, r, lambda res, j: res["fits"][j][r])
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("width n")
         ax.set_ylabel("‖E f_finite − f_limit‖")
-        ax.set_title(f"finite → limit, η0 = {lrs[r]:g}")
-        ax.legend(fontsize=6, ncol=2 if len(summary["modes"]) * len(depths) > 8 else 1)
+        ax.set_title(f"finite → limit, η0 = {lrs[r]:g}", fontsize=9)
         ax = axes[1]
         for k, (mode, res) in enumerate(summary["modes"].items()):
             ls, marker, _, short = _mode_style(mode)
@@ -94,16 +115,17 @@ def sweep_figure(run: Run, summary: Mapping) -> Figure:
                 ls=ls,
                 marker=marker,
                 ms=4,
-                color=f"C{k}",
+                color=colour(k),
                 capsize=2,
                 label=f"‖f∞ − f_{short}‖",
             )
         ax.axhline(0, color="0.5", lw=0.8)
-        ax.set_xscale("log", base=2)
+        log_axis(ax, "x", base=2, values=depths)
+        note_empty(ax, EMPTY if len(widths) > 1 else "n → ∞ needs two widths or more")
         ax.set_xlabel("depth L (= K)")
         ax.set_ylabel("distance of n → ∞ extrapolation")
         ax.set_title("n → ∞: f(n) = f∞ + a/n vs each mode", fontsize=9)
-        ax.legend(fontsize=7)
+        legend_outside(ax, title="bars: ±1 SE")
         _sweep_title(fig, run)
     return fig
 
@@ -114,15 +136,11 @@ def kernel_figure(run: Run, summary: Mapping) -> Figure:
     widths, depths, lrs = (np.asarray(summary[k], float) for k in ("widths", "depths", "lrs"))
     r = 0
     with style():
-        fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
+        fig, ax = plt.subplots(figsize=(7.2, 3.8), layout="constrained")
         kern = summary.get("kernels", {})
         _width_panel(ax, kern, widths, depths, r, lambda res, j: res["slopes"][j][r])
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("width n")
         ax.set_ylabel("‖E Θ_finite − E Θ_limit‖ / ‖E Θ_limit‖")
         ax.set_title(f"NTK, finite → limit, η0 = {lrs[r]:g}", fontsize=9)
-        ax.legend(fontsize=6, ncol=2 if len(kern) * len(depths) > 8 else 1)
         _sweep_title(fig, run)
     return fig
 
@@ -136,6 +154,26 @@ def _sweep_title(fig: Figure, run: Run) -> None:
     )
 
 
+def _limit_points(ax, loss: Mapping, j: int, r: int, x0: float, face) -> None:
+    """Each mode's limit loss at depth ``j``, at ``1/n ≈ 0`` (slightly left, one mode each):
+    black-edged markers (the limit), filled with the depth's colour."""
+    for k, mode in enumerate(loss["limit"]):
+        marker = _mode_style(mode)[1]
+        ax.errorbar(
+            [-0.03 * (k + 1) * x0],
+            [_arr(loss["limit"][mode])[j, r]],
+            yerr=[_arr(loss["limit_se"][mode])[j, r]],
+            ls="",
+            marker=marker,
+            ms=5,
+            mfc=face,
+            mec=LIMIT["color"],
+            mew=1.2,
+            ecolor=LIMIT["color"],
+            capsize=2,
+        )
+
+
 def _loss_width_panel(ax, summary: Mapping, fit: Mapping, r: int) -> None:
     """The final test loss vs 1/n per depth with the fitted ``L∞ + α/n + b/L`` lines and the
     limit losses at 1/n = 0."""
@@ -143,107 +181,96 @@ def _loss_width_panel(ax, summary: Mapping, fit: Mapping, r: int) -> None:
     loss = summary["loss"]
     y, ys = _arr(loss["finite"])[:, :, r], _arr(loss["finite_se"])[:, :, r]
     L_inf, alpha, b = (float(_arr(fit[k])) for k in ("L_inf", "alpha", "b"))
-    cmap = plt.get_cmap("viridis")
     xs = np.linspace(0, 1 / widths.min(), 50)
+    colours = line_colours(len(depths))
+    handles = []
     for j, L in enumerate(depths):
-        color = cmap(j / max(len(depths) - 1, 1))
-        ax.errorbar(
-            1 / widths,
-            y[:, j],
-            yerr=ys[:, j],
-            ls="",
-            marker="o",
-            ms=3,
-            color=color,
-            capsize=2,
-            label=f"finite, L={L:g}",
-        )
+        ax.errorbar(1 / widths, y[:, j], yerr=ys[:, j], ls="", marker="o", ms=3.5, color=colours[j])
+        handles.append(entry(f"finite, L={L:g}", ls="", marker="o", ms=3.5, color=colours[j]))
         if np.isfinite(L_inf):
-            ax.plot(xs, L_inf + alpha * xs + b / L, color=color, lw=1)
-        for k, mode in enumerate(loss["limit"]):
-            _, marker, name, _ = _mode_style(mode)
-            ax.errorbar(
-                [-0.03 * (k + 1) / widths.min()],
-                [_arr(loss["limit"][mode])[j, r]],
-                yerr=[_arr(loss["limit_se"][mode])[j, r]],
-                ls="",
-                marker=marker,
-                ms=4,
-                color=color,
-                mfc="none",
-                capsize=2,
-                label=f"{name} limit, L={L:g}" if j == 0 or len(depths) == 1 else None,
-            )
+            ax.plot(xs, L_inf + alpha * xs + b / L, color=colours[j], lw=1)
+        _limit_points(ax, loss, j, r, 1 / widths.min(), colours[j])
+    for mode in loss["limit"]:
+        _, marker, name, _ = _mode_style(mode)
+        handles.append(entry(f"limit n = ∞, {name}", ls="", marker=marker, mfc="0.8", mec="k"))
+    if np.isfinite(L_inf):
+        handles.append(entry("fit L∞ + α/n + b/L", color="0.4", lw=1))
+    note_empty(ax)
     ax.set_xlabel("1 / width")
     ax.set_ylabel(f"test loss at t = {summary['t_final']}")
-    ax.set_title("loss vs 1/n (lines: L∞ + α/n + b/L)")
-    ax.legend(fontsize=6)
+    ax.set_title("loss vs 1/n", fontsize=9)
+    legend_outside(ax, handles, title="bars: ±1 SE; colour: depth L")
 
 
 def _loss_depth_panel(ax, summary: Mapping, fit: Mapping, r: int) -> None:
     """The per-depth n → ∞ extrapolations vs 1/L, the fitted ``L∞ + b/L`` and each mode's limit
-    losses with their own ``c + b/L`` extrapolations to 1/L = 0."""
+    losses (black) with their own ``c + b/L`` extrapolations to 1/L = 0."""
     depths = np.asarray(summary["depths"], float)
     loss = summary["loss"]
     L_inf, b = (float(_arr(fit[k])) for k in ("L_inf", "b"))
     xl = np.linspace(0, 1 / depths.min(), 50)
     per = fit["per_depth"]
+    kw = {"ls": "", "ms": 4.5, "capsize": 2}
     ax.errorbar(
         1 / depths,
         _arr(per["inf"]),
         yerr=_arr(per["se"]),
-        ls="",
         marker="D",
-        ms=4,
-        color="k",
-        capsize=2,
+        color=colour(0),
         label="finite, n → ∞ per depth",
+        **kw,
     )
     if np.isfinite(L_inf):
         dof = fit["dof"]
         q = f", χ²/dof {fit['chi2'] / dof:.2f}" if dof else ""
-        ax.plot(xl, L_inf + b * xl, color="k", lw=1, label=f"L∞ + b/L{q}")
+        ax.plot(xl, L_inf + b * xl, color=colour(0), lw=1, label=f"fit L∞ + b/L{q}")
         ax.errorbar(
             [0],
             [L_inf],
             yerr=[float(_arr(fit["L_inf_se"]))],
             marker="*",
-            ms=8,
-            color="k",
+            ms=9,
+            color=colour(0),
             capsize=2,
+            label="L∞ (finite, n, L → ∞)",
         )
-    for k, (mode, lim) in enumerate(fit["limits"].items()):
-        ls, marker, name, _ = _mode_style(mode)
+    for mode, lim in fit["limits"].items():
+        _, marker, name, _ = _mode_style(mode)
         ly, lse = _arr(loss["limit"][mode])[:, r], _arr(loss["limit_se"][mode])[:, r]
         ax.errorbar(
             1 / depths,
             ly,
             yerr=lse,
-            ls="",
             marker=marker,
-            ms=4,
-            color=f"C{k}",
-            capsize=2,
-            label=f"{name} limit",
+            mfc="white",
+            mec="k",
+            mew=1.2,
+            ecolor="k",
+            label=f"limit n = ∞, {name}",
+            **kw,
         )
         c, bx = float(_arr(lim["inf"])), float(_arr(lim["b"]))
         if np.isfinite(c):
-            ax.plot(xl, c + bx * xl, ls=ls, color=f"C{k}", lw=1)
+            ax.plot(xl, c + bx * xl, **{**LIMIT, "lw": 1.2}, label=f"fit c + b/L, {name}")
+    note_empty(ax)
+    lone_value(ax, 1 / depths)
     ax.set_xlabel("1 / depth")
     ax.set_ylabel(f"test loss at t = {summary['t_final']}")
-    ax.set_title("loss vs 1/L (n → ∞ and limits)")
-    ax.legend(fontsize=6)
+    fits = "" if np.isfinite(L_inf) else "; no fit: needs 2 widths and 2 depths"
+    ax.set_title(f"loss vs 1/L (n → ∞ and limits){fits}", fontsize=9)
+    legend_outside(ax, title="bars: ±1 SE")
 
 
 def depth_scaling_figure(run: Run, summary: Mapping) -> Figure:
     """Spec T11 for a sweep: the final test loss (left) vs 1/n per depth, with the fitted
     ``L∞ + α/n + b/L`` lines and the limit losses at 1/n = 0; (right) vs 1/L: the per-depth
     n → ∞ extrapolations, the fitted ``L∞ + b/L`` and each mode's limit losses with their own
-    ``c + b/L`` extrapolations to 1/L = 0."""
+    ``c + b/L`` extrapolations to 1/L = 0. Fits are drawn only where the summary has them (two
+    widths and two depths or more)."""
     r = 0  # first learning rate
     fit = summary["depth_scaling"][r]
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
         _loss_width_panel(axes[0], summary, fit, r)
         _loss_depth_panel(axes[1], summary, fit, r)
         _sweep_title(fig, run)

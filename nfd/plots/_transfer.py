@@ -1,5 +1,7 @@
 """Figures of a saved `kind = "transfer"` run (spec §6, T8–T10), drawn from its summary
-(`nfd.analysis.transfer_analysis`: seed means ± SE, argmins, collapse η0); plots never compute."""
+(`nfd.analysis.transfer_analysis`: seed means ± SE, argmins, collapse η0); plots never compute.
+Colour is depth (dark to light: shallow to deep) or variant, every n = ∞ limit black and dashed
+(its markers in the series' colour), error bars ±1 SE, legends outside the data."""
 
 from collections.abc import Mapping
 
@@ -8,15 +10,26 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..runs import Run
-from ._plots import style
+from ._style import (
+    LIMIT,
+    colour,
+    entry,
+    legend_outside,
+    limit_entry,
+    line_colours,
+    log_axis,
+    note_empty,
+    style,
+)
+
+THIN_LIMIT = {**LIMIT, "lw": 1.5}  # the limit in a small panel, one per depth
 
 
 def _lr_panel(ax, curves: Mapping, v: int, depths) -> None:
-    """One variant's loss vs η0 per depth (★ argmin; dashed: the limit), the y axis clipped."""
-    cmap = plt.get_cmap("viridis")
+    """One variant's loss vs η0 per depth (★ argmin; black dashed: the limit), the y axis
+    clipped."""
     lrs, argmin = curves["lrs"], curves["argmin"]
-    for j, L in enumerate(depths):
-        color = cmap(j / max(len(depths) - 1, 1))
+    for j, (L, color) in enumerate(zip(depths, line_colours(len(depths)), strict=True)):
         mean, se = curves["mean"][v, j], curves["se"][v, j]
         ax.errorbar(lrs, mean, se, color=color, marker="o", ms=3, lw=1.2, label=f"L={int(L)}")
         if np.isfinite(argmin["best"][v, j]):
@@ -24,13 +37,14 @@ def _lr_panel(ax, curves: Mapping, v: int, depths) -> None:
             ax.plot(best, best_loss, "*", color=color, ms=9, mec="k", mew=0.5)
         lm = curves["limit"][v, j]
         if np.any(np.isfinite(lm)):
-            ax.plot(lrs, lm, "--", color=color, lw=1.2)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+            ax.plot(lrs, lm, **THIN_LIMIT, marker="D", ms=3, mfc=color, mec=color)
+    log_axis(ax, "x", base=2, values=lrs)
+    logy = log_axis(ax, "y")
+    note_empty(ax)
     # a near-diverged η0 (loss ~1e30, finite) would flatten every curve: clip the
     # axis at 10× the worst loss at the grid's smallest η0 (about the untrained loss)
     means = curves["mean"][v]  # (J, R)
-    if np.any(np.isfinite(means[:, 0])) and np.any(means > 0):
+    if logy and np.any(np.isfinite(means[:, 0]) & (means[:, 0] > 0)):
         high = min(ax.get_ylim()[1], 10 * float(np.nanmax(means[:, 0])))
         ax.set_ylim(0.5 * float(np.nanmin(np.where(means > 0, means, np.nan))), high)
 
@@ -45,7 +59,7 @@ def loss_vs_lr_figure(run: Run, summary: Mapping) -> Figure:
         fig, axes = plt.subplots(
             len(opts),
             len(labels),
-            figsize=(3.0 * len(labels), 2.6 * len(opts)),
+            figsize=(3.0 * len(labels) + 2.0, 2.6 * len(opts)),
             squeeze=False,
             layout="constrained",
         )
@@ -57,7 +71,15 @@ def loss_vs_lr_figure(run: Run, summary: Mapping) -> Figure:
                 ax.set_xlabel("η0")
                 if v == 0:
                     ax.set_ylabel(key.replace("_", " ") + f" at t={cfg.optim.steps}")
-        axes[0, -1].legend(fontsize=7, title="finite (solid), limit K=L (dashed)", title_fontsize=7)
+        handles = [
+            entry(f"finite, L={int(L)}", color=c, marker="o", ms=3)
+            for L, c in zip(depths, line_colours(len(depths)), strict=True)
+        ]
+        handles.append(
+            limit_entry("limit n = ∞, K = L\n(marker: depth's colour)", marker="D", ms=3)
+        )
+        handles.append(entry("★ argmin η0", ls="", marker="*", ms=9, color="0.6", mec="k"))
+        legend_outside(fig, handles, title="bars: ±1 SE over seeds")
         fig.suptitle(
             f"{cfg.task.name}: loss vs η0 per depth, n={int(a['widths'][i])}, "
             f"{cfg.model.activation}, {cfg.seeds} seeds (★ argmin)",
@@ -77,7 +99,7 @@ def argmin_figure(run: Run, summary: Mapping) -> Figure:
         for o, opt in enumerate(opts):
             am = summary["curves"][o]["argmin"]
             for v, label in enumerate(labels):
-                color = f"C{v}"
+                color = colour(v)
                 ls = "-" if opt == "sgd" else ":"
                 best, lo, hi = am["best"][v], am["lo"][v], am["hi"][v]
                 axes[0].errorbar(
@@ -93,14 +115,15 @@ def argmin_figure(run: Run, summary: Mapping) -> Figure:
                 )
                 axes[1].plot(depths, am["best_loss"][v], ls=ls, color=color, marker="o", ms=3)
         for ax in axes:
-            ax.set_xscale("log", base=2)
+            log_axis(ax, "x", base=2, values=depths)
             ax.set_xlabel("depth L")
-        axes[0].set_yscale("log", base=2)
+        log_axis(axes[0], "y", base=2)
         axes[0].set_ylabel("argmin η0 (bars: within 2 SE)")
-        axes[1].set_yscale("log")
+        log_axis(axes[1], "y")
         axes[1].set_ylabel("best " + key.replace("_", " "))
-        handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside lower center", ncols=5, fontsize=6)
+        for ax in axes:
+            note_empty(ax)
+        legend_outside(fig, where="below", ncols=5, title="solid: sgd, dotted: adam", fontsize=6)
         fig.suptitle(f"learning-rate transfer across depth (n={int(a['widths'][i])})", fontsize=9)
     return fig
 
@@ -111,7 +134,7 @@ def _collapse_series(axes, a, curves: Mapping, k_w1: tuple, o: int, opt: str, la
     depths = a["depths"]
     ls = "-" if opt == "sgd" else ":"
     for v, label in enumerate(labels):
-        color = f"C{v}"
+        color = colour(v)
         mean, se = curves["move"][0][v], curves["move"][1][v]
         axes[2].errorbar(
             depths, mean, se, color=color, ls=ls, marker="o", ms=3, label=f"{opt}, {label}"
@@ -125,12 +148,12 @@ def _collapse_series(axes, a, curves: Mapping, k_w1: tuple, o: int, opt: str, la
         )
         lim, lse = curves["limit_dz"][0][v], curves["limit_dz"][1][v]
         if np.any(np.isfinite(lim)):
-            axes[0].errorbar(depths, lim, lse, color=color, ls="--", marker="x", ms=4)
+            axes[0].errorbar(depths, lim, lse, **THIN_LIMIT, marker="x", ms=5, mec=color)
         if np.isfinite(mean[0]):
             ref = mean[0] * (depths / depths[0]) ** (x - 0.5)
             axes[0].plot(depths, ref, color=color, lw=0.6, alpha=0.5)
         if o == 0:
-            axes[1].plot(depths, a["k_w1"][v], color=color, label=label)
+            axes[1].plot(depths, a["k_w1"][v], **THIN_LIMIT, marker="D", ms=3, mfc=color, mec=color)
             km, kse = k_w1[0][v], k_w1[1][v]
             axes[1].errorbar(depths, km, kse, color=color, ls="none", marker="o", ms=3)
 
@@ -150,17 +173,19 @@ def collapse_figure(run: Run, summary: Mapping) -> Figure:
             _collapse_series(axes, a, per, curves["k_w1_finite"], o, opt, labels)
         lr = ", ".join(f"{o} η0={x:g}" for o, x in zip(opts, a["collapse_lr"], strict=True))
         axes[0].set_ylabel("rms δz^own after one step")
-        axes[0].set_title("solid sgd, dotted adam, dashed limit; thin: slope a − ½", fontsize=8)
+        axes[0].set_title("solid: sgd, dotted: adam; thin: slope a − ½", fontsize=8)
         axes[1].set_ylabel("K_W1 at t = 0 (mean diagonal)")
-        axes[1].set_title("line: n = ∞ recursion; dots: finite (± SE)", fontsize=8)
+        axes[1].set_title("black dashed: n = ∞ recursion; dots: finite", fontsize=8)
         axes[2].set_ylabel("L × rms block update after one step")
         axes[2].set_title("T8 coordinate check (flat = depth-μP)", fontsize=8)
         for ax in axes:
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
+            log_axis(ax, "x", base=2, values=a["depths"])
+            log_axis(ax, "y")
+            note_empty(ax)
             ax.set_xlabel("depth L")
-        handles, names = axes[2].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside lower center", ncols=5, fontsize=6)
+        handles = axes[2].get_legend_handles_labels()[0]
+        handles.append(limit_entry("limit n = ∞ (sgd; marker: variant's colour)", marker="x"))
+        legend_outside(fig, handles, where="below", ncols=4, title="bars: ±1 SE", fontsize=6)
         fig.suptitle(
             f"first-layer collapse of two-layer blocks (spec §6, T9), n={int(a['widths'][-1])}, "
             f"{lr}",
@@ -174,23 +199,27 @@ def t10_figure(run: Run, summary: Mapping) -> Figure:
     a = run.arrays
     depths, taus = a["depths"], a["taus"]
     curves = summary["t10_curves"]
-    cmap = plt.get_cmap("viridis")
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
-        for j, L in enumerate(depths):
-            color = cmap(j / max(len(depths) - 1, 1))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+        for j, (L, color) in enumerate(zip(depths, line_colours(len(depths)), strict=True)):
             for ax, key in ((axes[0], "t10_pre"), (axes[1], "t10_post")):
                 mean, se = curves[key][0][j], curves[key][1][j]
                 ax.errorbar(taus, mean, se, color=color, marker="o", ms=3, label=f"L={int(L)}")
-            axes[0].plot(taus, a["t10_ref"][j], ":", color=color, lw=1)
-        axes[0].plot(taus, np.exp(taus / 2), "k--", lw=1, label="e^{τ/2} (L → ∞)")
-        axes[0].set_title("pre-activation H(τ)_μμ (dotted: n = ∞ at K = L)", fontsize=8)
+            ref = a["t10_ref"][j]
+            axes[0].plot(taus, ref, **THIN_LIMIT, marker="D", ms=3, mfc=color, mec=color)
+        axes[0].plot(taus, np.exp(taus / 2), color="k", ls=":", lw=2, label="e^{τ/2} (n, L → ∞)")
+        axes[0].set_title("pre-activation H(τ)_μμ", fontsize=8)
         axes[1].set_title("post-activation h ← φ(h + bWh/√n)", fontsize=8)
-        axes[1].set_yscale("log")
+        log_axis(axes[1], "y")
+        limit = limit_entry("n = ∞ at K = L (marker: depth's colour)", lw=1.5, marker="D", ms=3)
         for ax in axes:
+            note_empty(ax)
             ax.set_xlabel("layer time τ")
             ax.set_ylabel("mean squared feature")
-            ax.legend(fontsize=7)
+        legend_outside(
+            axes[0], [*axes[0].get_legend_handles_labels()[0], limit], title="bars: ±1 SE"
+        )
+        legend_outside(axes[1], title="bars: ±1 SE")
         fig.suptitle("T10: ReLU at initialisation, 1/√L branches", fontsize=9)
     return fig
 
