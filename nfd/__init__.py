@@ -1,5 +1,9 @@
 """nfd: Neural Feature Dynamics — finite depth-muP ResNets and their infinite-width, infinite-depth
-limit, compared on the same task from the same config (arXiv 2512.21075; spec NFD.md)."""
+limit, compared on the same task from the same config (arXiv 2512.21075).
+
+The mathematics the code implements is in the repository's ``docs/math``: a "§x.y" in a docstring,
+report or figure refers to the section of that number there, and "T1"–"T11" to its acceptance
+tests (``docs/math/9-acceptance-tests.md``)."""
 
 __version__ = "0.1.0"
 

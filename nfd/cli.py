@@ -1,46 +1,92 @@
 """The `nfd` command line: ``nfd run``, ``nfd demo``, ``nfd plot``, ``nfd figures``.
 
-Config mistakes exit with code 2 and one line ``error: <key>: <what is wrong> (<what is allowed>)``.
-A run writes ``DIR/config.toml``, ``DIR/meta.json`` and ``DIR/result.npz`` and prints ``DIR`` as its
-last line. It exits 1 only when every ensemble member diverged (the results are still written).
+Exit codes (`EXIT`): 0 the run finished; 1 a crash (a bug: the traceback is printed); 2 bad input
+(one line ``error: <key>: <what is wrong> (<what is allowed>)``, checked before any computing);
+3 every ensemble member diverged (the results are still written); 4 interrupted (SIGINT/SIGTERM):
+the run saved a checkpoint and ``nfd run --resume DIR`` continues it.
+
+A run writes ``DIR/config.toml``, ``DIR/meta.json``, ``DIR/result.npz``, its figures and (experiment
+kinds) ``DIR/report.md``, and prints ``DIR`` as its last line. While it runs, ``DIR`` holds its
+config and a ``checkpoint/`` folder, saved every ``--checkpoint-every`` seconds.
 """
 
 import argparse
 import datetime
+import importlib.metadata
 import pathlib
 import sys
-import time
 from collections.abc import Sequence
 
 from .config import Config, ConfigError
 
-DEMO_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
+EXIT = {"ok": 0, "crash": 1, "bad_input": 2, "all_diverged": 3, "interrupted": 4}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("nfd")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. model.width=512",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("png", "pdf", "svg"),
+        default=None,
+        help="figure format (repeat for several; default png)",
+    )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=pathlib.Path, default=None, help="run directory to create")
+    p.add_argument(
+        "--resume",
+        type=pathlib.Path,
+        default=None,
+        metavar="DIR",
+        help="continue the killed run in DIR (its saved config; no --set)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="save a checkpoint this often (default 300; 0: every step)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nfd", description="nfd: neural feature dynamics, finite and limit."
     )
+    parser.add_argument("--version", action="version", version=f"nfd {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a TOML config (finite networks or the limit)")
-    run.add_argument("config", type=pathlib.Path)
+    run = sub.add_parser("run", help="run a TOML config (any kind), or --resume a killed run")
+    run.add_argument("config", type=pathlib.Path, nargs="?", default=None)
     demo = sub.add_parser("demo", help="the demo: finite nets at a few widths and depths")
     demo.add_argument(
-        "--config", type=pathlib.Path, default=None, help="demo config (default: configs/demo.toml)"
+        "--config", type=pathlib.Path, default=None, help="demo config (default: the packaged one)"
     )
     for p in (run, demo):
-        p.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config key, e.g. model.width=512",
-        )
-        p.add_argument("--out", type=pathlib.Path, default=None, help="run directory to create")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_common(p)
+        _add_run_options(p)
     plot = sub.add_parser("plot", help="re-plot a saved run (no recomputation)")
     plot.add_argument("run_dir", type=pathlib.Path)
+    plot.add_argument(
+        "--format", dest="formats", action="append", choices=("png", "pdf", "svg"), default=None
+    )
     figures = sub.add_parser(
         "figures", help="regenerate every figure of the project (configs/figures; smoke size)"
     )
@@ -51,15 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument(
         "--only", action="append", default=[], metavar="NAME", help="one config's figures"
     )
-    figures.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key in every config",
-    )
-    figures.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_common(figures)
     return parser
 
 
@@ -68,147 +106,60 @@ def _default_out(cfg_path: pathlib.Path) -> pathlib.Path:
     return pathlib.Path("results") / f"{cfg_path.stem}-{stamp}"
 
 
-def _setup_precision(cfg: Config) -> None:
-    import jax
+def _load(args) -> tuple[Config, pathlib.Path, bool]:
+    """The config of ``nfd run``/``nfd demo``, its run directory, and whether it resumes."""
+    from . import config
 
-    if cfg.precision == "float64":  # float32 is JAX's default; never switch x64 off in-process
-        jax.config.update("jax_enable_x64", True)
-
-
-def _status_meta(status, failed) -> dict:
-    import numpy as np
-
-    status, failed = np.asarray(status).ravel(), np.asarray(failed).ravel()
-    return {
-        "members": [
-            {
-                "member": i,
-                "status": "diverged" if s else "ok",
-                "failed_step": int(f) if f >= 0 else None,
-            }
-            for i, (s, f) in enumerate(zip(status, failed, strict=False))
-        ],
-        "all_failed": bool(np.all(status != 0)),
-    }
-
-
-def _decile(st, *, first: bool) -> float | None:
-    import numpy as np
-
-    if st.size < 10:
-        return None
-    n = st.size // 10
-    return float(np.median(st[:n] if first else st[-n:]))
-
-
-def _run(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
-    import numpy as np
-
-    from .analysis import curves_summary
-    from .config import layer_steps
-    from .experiments import run_finite, run_limit
-    from .plots import loss_figure
-    from .runs import load_run, save_run
-
-    _setup_precision(cfg)
-    t0 = time.perf_counter()
-    progress = None if not quiet else False
-    extra: dict = {"kind": cfg.kind}
-    if cfg.kind == "limit":
-        res = run_limit(cfg, progress=progress)
-        extra["limit"] = {
-            "coupling": cfg.limit.coupling,
-            "readout": cfg.limit.readout,
-            "method": cfg.limit.method,
-            "noise": cfg.limit.noise,
-            "particles": cfg.limit.particles,
-            "layer_steps": layer_steps(cfg),
-        }
+    if args.resume is not None:
+        if args.overrides or args.out is not None:
+            raise ConfigError(
+                "--resume", "takes the run's saved config", "no --set or --out with --resume"
+            )
+        saved = args.resume / "config.toml"
+        if not saved.is_file():
+            raise ConfigError(
+                "--resume", f"{str(args.resume)!r} holds no config.toml", "a killed run's directory"
+            )
+        cfg = config.load(saved)
+        if args.config is not None and config.load(args.config) != cfg:
+            raise ConfigError(
+                "--resume",
+                f"{str(args.config)!r} differs from the run's saved config",
+                "the config the run started with, or none",
+            )
+        return cfg, args.resume, True
+    if args.command == "demo":
+        path = args.config or config.packaged_configs() / "demo.toml"
+        cfg = config.load(path, [*args.overrides, "kind='demo'"])
     else:
-        res = run_finite(cfg, progress=progress)
-    wall = time.perf_counter() - t0
-    arrays = {
-        "steps": res.steps,
-        "layer_times": np.asarray(cfg.output.layer_times),
-        "f_train": res.f_train,
-        "f_test": res.f_test,
-        "loss_train": res.loss_train,
-        "loss_test": res.loss_test,
-        "ntk": res.ntk,
-        "h_kernel": res.h_kernel,
-        "g_kernel": res.g_kernel,
-        "h_rms": res.h_rms,
-        "h_movement": res.h_movement,
-        "block_movement": res.block_movement,
-        "dz_own": res.dz_own,
-        "status": res.status,
-        "failed_step": res.failed_step,
-    }
-    st = np.asarray(res.step_times)
-    meta = {
-        "timings": {
-            "wall_s": wall,
-            "steps": int(st.size),
-            "step_s_median": float(np.median(st)) if st.size else None,
-            "step_s_first_decile": _decile(st, first=True),
-            "step_s_last_decile": _decile(st, first=False),
-        },
-        **extra,
-        **_status_meta(res.status, res.failed_step),
-    }
-    out = _default_out(cfg_path) if out is None else out
-    run_dir = save_run(out, cfg, arrays, meta)
-    run = load_run(run_dir)
-    loss_figure(run, curves_summary(run.arrays)).savefig(run_dir / "loss.png")
-    print(run_dir)
-    return 1 if meta["all_failed"] else 0
+        if args.config is None:
+            raise ConfigError("config", "is required", "a TOML config file, or --resume DIR")
+        path = args.config
+        cfg = config.load(path, args.overrides)
+    return cfg, (args.out or _default_out(path)), False
 
 
-def _demo(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
-    import numpy as np
-
-    from .analysis import curves_summary
-    from .experiments import run_demo
-    from .plots import demo_figure
-    from .runs import load_run, save_run
-
-    _setup_precision(cfg)
-    t0 = time.perf_counter()
-    res = run_demo(cfg, progress=None if not quiet else False)
-    wall = time.perf_counter() - t0
-    arrays = {
-        k: getattr(res, k)
-        for k in (
-            "widths",
-            "depths",
-            "steps",
-            "loss_train",
-            "loss_test",
-            "status",
-            "limit_loss_train",
-            "limit_loss_test",
-        )
-    }
-    status = np.asarray(res.status)
-    meta = {"timings": {"wall_s": wall}, "kind": "demo", "all_failed": bool(np.all(status != 0))}
-    out = _default_out(cfg_path) if out is None else out
-    run_dir = save_run(out, cfg, arrays, meta)
-    run = load_run(run_dir)
-    fig = demo_figure(run, curves_summary(run.arrays))
-    fig.savefig(run_dir / "demo.png")
-    print(f"figure: {run_dir / 'demo.png'}")
-    print(run_dir)
-    return 1 if meta["all_failed"] else 0
-
-
-def _experiment(cfg: Config, cfg_path: pathlib.Path, out: pathlib.Path | None, quiet: bool) -> int:
+def _run(args) -> int:
     from .gallery import run_experiment
 
-    out = _default_out(cfg_path) if out is None else out
-    run_dir, all_failed = run_experiment(cfg, out, progress=None if not quiet else False)
-    print((run_dir / "report.md").read_text())
+    cfg, out, resume = _load(args)
+    if args.checkpoint_every < 0:
+        raise ConfigError("--checkpoint-every", "must be >= 0", "seconds, 0 for every step")
+    run_dir, all_failed = run_experiment(
+        cfg,
+        out,
+        progress=None if not args.quiet else False,
+        formats=args.formats or ("png",),
+        checkpoint_every=args.checkpoint_every,
+        resume=resume,
+    )
+    report = run_dir / "report.md"
+    if report.exists():
+        print(report.read_text())
+    for fig in sorted(run_dir.glob("*.png")):
+        print(f"figure: {fig}")
     print(run_dir)
-    return 1 if all_failed else 0
+    return EXIT["all_diverged"] if all_failed else EXIT["ok"]
 
 
 def _figures(args) -> int:
@@ -220,56 +171,49 @@ def _figures(args) -> int:
         only=args.only,
         overrides=args.overrides,
         progress=None if not args.quiet else False,
+        formats=args.formats or ("png",),
     )
     print(index)
-    return 0
+    return EXIT["ok"]
 
 
-def _plot(run_dir: pathlib.Path) -> int:
-    from .analysis import curves_summary
-    from .gallery import KINDS, draw, experiment
-    from .plots import demo_figure, loss_figure
+def _plot(args) -> int:
+    from .gallery import draw, experiment
     from .runs import load_run
 
-    if not (run_dir / "result.npz").exists():
-        raise ConfigError(
-            "run_dir", f"{str(run_dir)!r} holds no result.npz", "a saved run directory"
-        )
-    run = load_run(run_dir)
-    kind = run.meta.get("kind", "finite")
-    if kind in KINDS:
-        for path in draw(run, experiment(kind)):
-            print(path)
-        return 0
-    name, figure = ("demo.png", demo_figure) if kind == "demo" else ("loss.png", loss_figure)
-    figure(run, curves_summary(run.arrays)).savefig(run_dir / name)
-    print(run_dir / name)
-    return 0
+    run = load_run(args.run_dir)
+    for path in draw(run, experiment(run.meta.get("kind", "finite")), args.formats or ("png",)):
+        print(path)
+    return EXIT["ok"]
+
+
+def _interrupted(err: BaseException, args) -> int:
+    where = getattr(args, "resume", None) or getattr(args, "out", None)
+    saved = f" ({err})" if str(err) else ""
+    hint = f"; continue with: nfd run --resume {where}" if args.command in ("run", "demo") else ""
+    print(f"interrupted: the last checkpoint is kept{saved}{hint}", file=sys.stderr)
+    return EXIT["interrupted"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `nfd` command."""
+    """Entry point of the `nfd` command (returns the exit code, `EXIT`)."""
+    from .dynamics import CheckpointMismatch, Interrupted
+
     args = _parser().parse_args(argv)
     try:
-        from . import config
-
         if args.command == "plot":
-            return _plot(args.run_dir)
+            return _plot(args)
         if args.command == "figures":
             return _figures(args)
-        path = args.config if args.command == "run" else (args.config or DEMO_CONFIG)
-        cfg = config.load(path, args.overrides)
-        if args.command == "run" and cfg.kind not in ("finite", "limit"):
-            return _experiment(cfg, path, args.out, args.quiet)
-        if args.command == "run":
-            return _run(cfg, path, args.out, args.quiet)
-        return _demo(cfg, path, args.out, args.quiet)
+        return _run(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except FileExistsError as err:
-        print(f"error: --out: {err} (a new or empty directory)", file=sys.stderr)
-        return 2
+        return EXIT["bad_input"]
+    except CheckpointMismatch as err:
+        print(f"error: --resume: {err} (a killed run of this config)", file=sys.stderr)
+        return EXIT["bad_input"]
+    except (Interrupted, KeyboardInterrupt) as err:
+        return _interrupted(err, args)
 
 
 if __name__ == "__main__":

@@ -20,23 +20,36 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
 from . import analysis, plots, reports
-from .config import Config, ConfigError, load
+from .config import (
+    Config,
+    ConfigError,
+    build_task,
+    data_provenance,
+    layer_steps,
+    load,
+    packaged_configs,
+    run_keys,
+    use_precision,
+)
+from .dynamics import checkpointing, stop_on_signals
 from .experiments import (
     limit_method,
+    run_demo,
+    run_finite,
     run_gia,
     run_gia_limit,
+    run_limit,
     run_sweep,
     run_transfer,
     sweep_arrays,
 )
-from .runs import Run, load_run, save_run
+from .runs import Run, check_out, discard_open_run, is_open_run, open_run, save_run
 
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "figures"
+CONFIGS = packaged_configs() / "figures"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +68,105 @@ class Experiment:
     run: Callable[..., Outcome]  # run(cfg, *, progress) -> Outcome
     analyse: Callable[[Run], Any]  # the summary of a saved run (nfd.analysis)
     figures: Callable[[Run, Any], dict[str, Any]]  # (run, summary) -> name -> matplotlib Figure
-    report: Callable[[Run, Any], str]  # (run, summary) -> markdown
+    report: Callable[[Run, Any], str] | None = None  # (run, summary) -> markdown
+
+
+# -- kind = "finite", "limit" ------------------------------------------------------------------
+TRAJECTORY_ARRAYS = (
+    "steps",
+    "f_train",
+    "f_test",
+    "loss_train",
+    "loss_test",
+    "ntk",
+    "h_kernel",
+    "g_kernel",
+    "h_rms",
+    "h_movement",
+    "block_movement",
+    "dz_own",
+    "status",
+    "failed_step",
+)
+
+
+def _member_status(status, failed) -> dict:
+    status, failed = np.asarray(status).ravel(), np.asarray(failed).ravel()
+    return {
+        "members": [
+            {
+                "member": i,
+                "status": "diverged" if s else "ok",
+                "failed_step": int(f) if f >= 0 else None,
+            }
+            for i, (s, f) in enumerate(zip(status, failed, strict=True))
+        ],
+        "all_failed": bool(np.all(status != 0)),
+    }
+
+
+def _decile(st: np.ndarray, *, first: bool) -> float | None:
+    if st.size < 10:
+        return None
+    n = st.size // 10
+    return float(np.median(st[:n] if first else st[-n:]))
+
+
+def _trajectory_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    """One finite ensemble (`run_finite`) or one limit run (`run_limit`)."""
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if cfg.kind == "limit":
+        res = run_limit(cfg, progress=progress)
+        lim = cfg.limit
+        extra["limit"] = {
+            "coupling": lim.coupling,
+            "readout": lim.readout,
+            "method": lim.method,
+            "noise": lim.noise,
+            "particles": lim.particles,
+            "layer_steps": layer_steps(cfg),
+        }
+    else:
+        res = run_finite(cfg, progress=progress)
+    wall = time.perf_counter() - t0
+    arrays = {k: getattr(res, k) for k in TRAJECTORY_ARRAYS}
+    arrays["layer_times"] = np.asarray(cfg.output.layer_times)
+    st = np.asarray(res.step_times)
+    timings = {
+        "wall_s": wall,
+        "steps": int(st.size),
+        "step_s_median": float(np.median(st)) if st.size else None,
+        "step_s_first_decile": _decile(st, first=True),
+        "step_s_last_decile": _decile(st, first=False),
+    }
+    meta = {"timings": timings, **extra, **_member_status(res.status, res.failed_step)}
+    return Outcome(arrays=arrays, meta=meta, all_failed=meta["all_failed"])
+
+
+# -- kind = "demo" -----------------------------------------------------------------------------
+DEMO_ARRAYS = (
+    "widths",
+    "depths",
+    "steps",
+    "loss_train",
+    "loss_test",
+    "status",
+    "limit_loss_train",
+    "limit_loss_test",
+)
+
+
+def _demo_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    res = run_demo(cfg, progress=progress)
+    all_failed = bool(np.all(np.asarray(res.status) != 0))
+    meta = {"timings": {"wall_s": time.perf_counter() - t0}}
+    return Outcome({k: getattr(res, k) for k in DEMO_ARRAYS}, meta, all_failed)
+
+
+def _curves(run: Run) -> dict:
+    return analysis.curves_summary(run.arrays)
 
 
 # -- kind = "sweep" ----------------------------------------------------------------------------
@@ -188,6 +299,21 @@ def _transfer_summary(run: Run) -> dict:
 
 # config kind -> its experiment
 KINDS: dict[str, Experiment] = {
+    "finite": Experiment(
+        run=_trajectory_run,
+        analyse=_curves,
+        figures=lambda run, summary: {"loss": plots.loss_figure(run, summary)},
+    ),
+    "limit": Experiment(
+        run=_trajectory_run,
+        analyse=_curves,
+        figures=lambda run, summary: {"loss": plots.loss_figure(run, summary)},
+    ),
+    "demo": Experiment(
+        run=_demo_run,
+        analyse=_curves,
+        figures=lambda run, summary: {"demo": plots.demo_figure(run, summary)},
+    ),
     "sweep": Experiment(
         run=_sweep_run, analyse=_sweep_summary, figures=_sweep_figures, report=_sweep_report
     ),
@@ -221,33 +347,84 @@ def experiment(kind: str) -> Experiment:
     return KINDS[kind]
 
 
-def draw(run: Run, exp: Experiment) -> list[pathlib.Path]:
-    """Summarise a saved run, draw and save every figure and its report; returns the files
-    written."""
+FORMATS = ("png", "pdf", "svg")
+
+
+def draw(run: Run, exp: Experiment, formats: Sequence[str] = ("png",)) -> list[pathlib.Path]:
+    """Summarise a saved run, draw and save every figure (in each of ``formats``) and its report;
+    returns the files written."""
     summary = exp.analyse(run)
     written = []
     for name, fig in exp.figures(run, summary).items():
-        path = run.path / f"{name}.png"
-        fig.savefig(path)
+        for fmt in formats:
+            path = run.path / f"{name}.{fmt}"
+            fig.savefig(path)
+            written.append(path)
         plt.close(fig)
-        written.append(path)
-    report = run.path / "report.md"
-    report.write_text(exp.report(run, summary))
-    written.append(report)
+    if exp.report is not None:
+        report = run.path / "report.md"
+        text = exp.report(run, summary)
+        if run.meta.get("size") == "smoke":
+            text = f"{reports.SMOKE_BANNER}\n\n{text}"
+        report.write_text(text)
+        written.append(report)
     return written
 
 
 def run_experiment(
-    cfg: Config, out: pathlib.Path, *, progress: bool | None = None
+    cfg: Config,
+    out: pathlib.Path,
+    *,
+    progress: bool | None = None,
+    formats: Sequence[str] = ("png",),
+    work: pathlib.Path | None = None,
+    checkpoint_every: float = 300.0,
+    resume: bool = False,
+    replace: bool = False,
+    size: str | None = None,
 ) -> tuple[pathlib.Path, bool]:
-    """Run ``cfg`` (a gallery kind), save it atomically at ``out``, draw it; (run dir, all failed)."""
+    """Run ``cfg`` and save it at ``out`` with its figures and report; (run dir, all failed).
+
+    The run checkpoints into ``work`` (default ``out``; `nfd.runs.open_run`), so a killed run
+    resumes from it when called again with ``resume`` (a separate ``work`` directory is resumed
+    whenever it holds a killed run of the same config); the finished run (arrays,
+    metadata, figures, report) is swapped in atomically (`nfd.runs.save_run`), and with
+    ``replace`` a previous run at ``out`` is deleted only then. The output is checked before any
+    computing (`nfd.runs.check_out`).
+    """
     exp = experiment(cfg.kind)
-    if cfg.precision == "float64":  # JAX's default is float32; x64 is never switched off again
-        jax.config.update("jax_enable_x64", True)
-    outcome = exp.run(cfg, progress=progress)
-    meta = {"kind": cfg.kind, "all_failed": outcome.all_failed, **outcome.meta}
-    run_dir = save_run(out, cfg, outcome.arrays, meta)
-    draw(load_run(run_dir), exp)
+    work = out if work is None else work
+    if work == out:
+        check_out(out, resume=resume, replace=replace)
+    else:
+        check_out(out, replace=True)
+        check_out(work, resume=is_open_run(work), key="work")
+    use_precision(cfg)
+    task = build_task(cfg, key=run_keys(cfg)["task"])  # the data is checked before computing
+    data = data_provenance(cfg.task.name, cfg.task.path, task)
+    created = not work.exists()
+    try:
+        with checkpointing(open_run(work, cfg), every=checkpoint_every) as ckpt:
+            with stop_on_signals(ckpt):
+                outcome = exp.run(cfg, progress=progress)
+    except ConfigError:  # found before anything was computed: leave no trace of the run
+        discard_open_run(work, created=created)
+        raise
+    meta = {"kind": cfg.kind, "all_failed": outcome.all_failed, "data": data, **outcome.meta}
+    if size is not None:
+        meta["size"] = size  # "smoke": the report carries a banner (its numbers cannot decide)
+    if ckpt.resumed:
+        meta["resumed"] = ckpt.resumed
+    run_dir = save_run(
+        out,
+        cfg,
+        outcome.arrays,
+        meta,
+        draw=lambda run: draw(run, exp, formats),
+        replace=replace or work != out,
+    )
+    if work != out:
+        shutil.rmtree(work, ignore_errors=True)
     return run_dir, outcome.all_failed
 
 
@@ -267,11 +444,15 @@ def make_figures(
     overrides: Sequence[str] = (),
     progress: bool | None = None,
     root: pathlib.Path | None = None,
+    formats: Sequence[str] = ("png",),
+    checkpoint_every: float = 300.0,
 ) -> pathlib.Path:
     """Run every gallery config and collect figures and reports in ``out`` (with ``index.md``).
 
-    Each config's run directory is ``out/runs/<name>`` (replaced if present); its figures are
-    copied to ``out/<name>-<figure>.png``. Returns the index file.
+    Each config's run directory is ``out/runs/<name>``: a previous run there is replaced only once
+    the new one is complete. A run checkpoints into ``out/runs/.<name>.partial`` and, if killed,
+    continues from there the next time (same config). Its figures are copied to
+    ``out/<name>-<figure>.<format>``. Returns the index file.
     """
     paths = gallery_configs(full, root)
     if only:
@@ -280,24 +461,34 @@ def make_figures(
         if unknown:
             raise ConfigError("--only", f"unknown figure {unknown[0]!r}", ", ".join(sorted(names)))
         paths = [p for p in paths if p.stem in only]
+    configs = {path.stem: load(path, overrides) for path in paths}  # every config checked first
+    check_out(out, replace=True, key="--out")
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# nfd figures ({'full' if full else 'smoke'} size)\n"]
-    for path in paths:
-        cfg = load(path, overrides)
-        run_dir = out / "runs" / path.stem
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
+    if not full:
+        lines.append(reports.SMOKE_BANNER + "\n")
+    for name, cfg in configs.items():
         t0 = time.perf_counter()
-        run_dir, _ = run_experiment(cfg, run_dir, progress=progress)
+        run_dir, _ = run_experiment(
+            cfg,
+            out / "runs" / name,
+            progress=progress,
+            formats=formats,
+            work=out / "runs" / f".{name}.partial",
+            checkpoint_every=checkpoint_every,
+            size="full" if full else "smoke",
+        )
         wall = time.perf_counter() - t0
         size = "--full " if full else ""
-        lines.append(f"## {path.stem}\n\n`nfd figures {size}--only {path.stem}` ({wall:.0f} s)\n")
-        for png in sorted(run_dir.glob("*.png")):
-            target = out / f"{path.stem}-{png.name}"
-            shutil.copyfile(png, target)
-            lines.append(f"![{path.stem} {png.stem}]({target.name})\n")
-        lines.append((run_dir / "report.md").read_text() + "\n")
-        print(f"{path.stem}: {run_dir} ({wall:.0f} s)", flush=True)
+        lines.append(f"## {name}\n\n`nfd figures {size}--only {name}` ({wall:.0f} s)\n")
+        for fig in sorted(f for fmt in formats for f in run_dir.glob(f"*.{fmt}")):
+            target = out / f"{name}-{fig.name}"
+            shutil.copyfile(fig, target)
+            if fig.suffix == f".{formats[0]}":
+                lines.append(f"![{name} {fig.stem}]({target.name})\n")
+        if (run_dir / "report.md").exists():
+            lines.append((run_dir / "report.md").read_text() + "\n")
+        print(f"{name}: {run_dir} ({wall:.0f} s)", flush=True)
     index = out / "index.md"
     index.write_text("\n".join(lines))
     return index

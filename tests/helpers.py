@@ -8,7 +8,7 @@ from nfd.tasks import Task
 
 
 def unit_inputs(num: int, dim: int, *, key) -> jnp.ndarray:
-    """``num`` Gaussian inputs rescaled to |x|² = D (the spec's oracle convention)."""
+    """``num`` Gaussian inputs rescaled to |x|² = D (docs/math's oracle convention)."""
     x = jr.normal(key, (num, dim))
     return x * jnp.sqrt(dim / jnp.sum(x**2, axis=1, keepdims=True))
 
@@ -89,8 +89,10 @@ def train(
     batch_key,
     progress=False,
     readout=None,
+    blowup: float = 1e6,
 ):
-    """Train an ensemble of ResNets (leading axis E) with `evolve` (the package's one loop)."""
+    """Train an ensemble of ResNets (leading axis E) with `evolve` (the package's one loop);
+    ``blowup``: `evolve`'s divergence threshold (``inf`` to measure a blow-up)."""
     from nfd.dynamics import Points, SaveAt, batch_schedule, evolve, save_steps
 
     net = network_of(models, optimizer=optimizer, loss=loss, readout=readout, center=center)
@@ -107,6 +109,7 @@ def train(
         ),
         initial=models,
         progress=progress,
+        blowup=blowup,
     )
 
 

@@ -17,10 +17,12 @@ from ._build import build_task as build_task
 from ._build import layer_steps as layer_steps
 from ._build import limit_name as limit_name
 from ._build import run_keys as run_keys
+from ._build import use_precision as use_precision
 from ._load import apply_overrides as apply_overrides
 from ._load import dumps as dumps
 from ._load import from_dict as from_dict
 from ._load import load as load
+from ._load import packaged_configs as packaged_configs
 from ._load import parse_override as parse_override
 from ._load import to_dict as to_dict
 from ._schema import Config as Config
@@ -32,3 +34,4 @@ from ._schema import OptimConfig as OptimConfig
 from ._schema import OutputConfig as OutputConfig
 from ._schema import SweepConfig as SweepConfig
 from ._schema import TaskConfig as TaskConfig
+from ._tasks import data_provenance as data_provenance

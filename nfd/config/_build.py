@@ -7,6 +7,7 @@ limit method is one new file in `nfd.limit` and one line in `LIMITS`.
 
 from collections.abc import Callable
 
+import jax
 import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
@@ -147,7 +148,7 @@ def build_network(
 
 
 def layer_steps(cfg: Config, depth: int | None = None) -> int:
-    """``K``: `limit.layer_steps`, or the network depth when it is 0 (K = L, spec §3.4)."""
+    """``K``: `limit.layer_steps`, or the network depth when it is 0 (K = L, §3.4)."""
     return cfg.limit.layer_steps or (cfg.model.depth if depth is None else depth)
 
 
@@ -180,11 +181,12 @@ def build_limit(
         )
     except (ValueError, NotImplementedError) as err:  # a method that cannot solve this case
         what = str(err).removeprefix("[limit] ").rstrip(".")
-        raise ConfigError("limit.method", what, "see README, The limit solver") from None
+        raise ConfigError("limit.method", what, "see docs/methods.md, The limit solver") from None
 
 
 def build_task(cfg: Config, *, key: PRNGKeyArray) -> Task:
     """The task of `[task]`; every task error is reported against its config key."""
+    use_precision(cfg)
     t = cfg.task
     try:
         task = make_task(
@@ -209,8 +211,8 @@ def build_task(cfg: Config, *, key: PRNGKeyArray) -> Task:
         msg = str(err)
         key_, _, rest = msg.partition(": ")
         if key_.startswith(("task.", "optim.")):
-            raise ConfigError(key_, rest, "see README, Tasks") from None
-        raise ConfigError("task", msg, "see README, Tasks") from None
+            raise ConfigError(key_, rest, "see docs/methods.md, Tasks") from None
+        raise ConfigError("task", msg, "see docs/methods.md, Tasks") from None
     if cfg.optim.batch_size > task.n_train:
         raise ConfigError(
             "optim.batch_size",
@@ -252,13 +254,22 @@ def build_schedule(cfg: Config, task: Task) -> Array:
     )
 
 
+def use_precision(cfg: Config) -> None:
+    """Switch JAX to 64-bit floats when ``precision = "float64"`` (every run entry calls this
+    before creating arrays: `run_keys`, `build_task`). JAX's default is float32; x64 is never
+    switched off again in a process, where other arrays may already be float64."""
+    if cfg.precision == "float64" and not jax.config.read("jax_enable_x64"):
+        jax.config.update("jax_enable_x64", True)
+
+
 def run_keys(cfg: Config) -> dict[str, PRNGKeyArray]:
-    """The keys of a run, split by purpose from the top-level `seed`.
+    """The keys of a run, split by purpose from the top-level `seed` (and `use_precision`).
 
     ``task``: the data; ``batch``: the batch sequence (shared by finite and limit runs of the same
     config); ``init``: folded with the member index to initialise finite member ``e``; ``limit``:
     folded with the repetition index to draw the particles of limit repetition ``e``.
     """
+    use_precision(cfg)
     root = jr.key(cfg.seed)
     task_key, batch_key, init_key, limit_key = jr.split(root, 4)
     return {"task": task_key, "batch": batch_key, "init": init_key, "limit": limit_key}

@@ -7,7 +7,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from ._schema import TABLES, Config, ConfigError
+from ._schema import KIND_TABLES, TABLES, Config, ConfigError
+from ._tasks import TASK_KEYS
 
 
 def _describe(tp) -> str:
@@ -114,9 +115,28 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
+def packaged_configs() -> pathlib.Path:
+    """The folder of the project's configs (``demo.toml``, ``smoke/``, ``figures/``): inside the
+    installed package (a wheel carries them as ``nfd/configs``), else the checkout's ``configs``."""
+    here = pathlib.Path(__file__).resolve().parent.parent
+    for root in (here / "configs", here.parent / "configs"):
+        if (root / "demo.toml").is_file():
+            return root
+    raise ConfigError("configs", f"no configs next to {str(here)!r}", "reinstall nfd")
+
+
 def from_dict(data: Mapping[str, Any]) -> Config:
     """Validate a nested dict (as read from TOML) into a `Config`; raises `ConfigError`."""
-    return _build(Config, data, "")
+    cfg = _build(Config, data, "")
+    for table, kind in KIND_TABLES.items():
+        # a table of another kind is an error unless it holds only defaults (old saved configs)
+        if table in data and cfg.kind != kind and getattr(cfg, table) != TABLES[table]():
+            raise ConfigError(
+                table,
+                f"is read only by kind = {kind!r}, this config has kind = {cfg.kind!r}",
+                f"set kind = {kind!r}, or remove the [{table}] table",
+            )
+    return cfg
 
 
 def load(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> Config:
@@ -134,6 +154,10 @@ def load(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> Config:
         raise ConfigError(
             "config", f"invalid TOML in {str(path)!r}: {err}", "TOML syntax"
         ) from None
+    task = data.get("task")
+    if isinstance(task, dict) and isinstance(task.get("path"), str) and task["path"]:
+        # a data path in a file is relative to that file (a --set path: to the working directory)
+        task["path"] = str((path.parent / pathlib.Path(task["path"]).expanduser()).resolve())
     return from_dict(apply_overrides(data, overrides))
 
 
@@ -163,8 +187,14 @@ def _toml_value(v) -> str:
 
 
 def dumps(cfg) -> str:
-    """The resolved config as TOML text (every key, defaults included); `load` reads it back."""
-    data = to_dict(cfg)
+    """The resolved config as TOML text (every key, defaults included, but the tables of other
+    kinds, `KIND_TABLES`, and the `task.*` keys its task does not read, `TASK_KEYS`); `load`
+    reads it back."""
+    data = {
+        k: v for k, v in to_dict(cfg).items() if k not in KIND_TABLES or KIND_TABLES[k] == cfg.kind
+    }
+    read = ("name", *TASK_KEYS.get(cfg.task.name, ()))
+    data["task"] = {k: v for k, v in data["task"].items() if k in read}
     lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for k, v in data.items():
         if isinstance(v, dict):

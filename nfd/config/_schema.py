@@ -44,7 +44,7 @@ class TaskConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """`[model]`: the finite ResNet of spec §1.1 and its parameterization (shared with the limit)."""
+    """`[model]`: the finite ResNet of §1.1 and its parameterization (shared with the limit)."""
 
     width: int = 256  # N
     depth: int = 8  # L residual blocks
@@ -56,7 +56,7 @@ class ModelConfig:
     sigma_out: float = 1.0  # σ_out
     param: Literal["depth_mup", "mup", "completep"] = "depth_mup"
     backward: Literal["reused", "decoupled"] = "reused"
-    center_output: bool = True  # train and report f − f(θ(0)) (spec §1.1)
+    center_output: bool = True  # train and report f − f(θ(0)) (§1.1)
     post_activation: bool = False  # T10 negative control: h ← φ(h + b W h/√N)
 
     def __post_init__(self):
@@ -76,7 +76,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    """`[optim]`: optimizer, learning rate η0, steps, batching, loss (spec §1.3)."""
+    """`[optim]`: optimizer, learning rate η0, steps, batching, loss (§1.3)."""
 
     name: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.5  # η0, the base learning rate
@@ -86,9 +86,13 @@ class OptimConfig:
     first_layer_lr_exponent: float = 0.0  # a: W1's rate × L^a (two_layer only)
     train_input: bool = True  # m_U = 1 (else U is frozen)
     train_readout: bool = True  # m_v = 1 (else v is frozen)
+    # a member diverged when its training loss is non-finite or above blowup × max(loss(0), 1)
+    blowup: float = 1e6
 
     def __post_init__(self):
         _positive("optim.lr", self.lr)
+        if not self.blowup > 1 or not math.isfinite(self.blowup):
+            raise ConfigError("optim.blowup", f"must be > 1, got {self.blowup!r}", "e.g. 1e6")
         _positive("optim.steps", self.steps, strict=False, integer=True)
         _positive("optim.batch_size", self.batch_size, strict=False, integer=True)
         if not math.isfinite(self.first_layer_lr_exponent):
@@ -105,7 +109,7 @@ class OutputConfig:
 
     every: int = 10  # save every this many steps (and at 0 and the last step); 0: only 0 and last
     layer_times: tuple[float, ...] = (0.0, 0.5, 1.0)  # τ of the saved kernels; block round(τ·L)
-    ntk: bool = False  # save the empirical NTK (spec §1.4)
+    ntk: bool = False  # save the empirical NTK (§1.4)
     kernels: bool = False  # save h_kernel and g_kernel at layer_times
 
     def __post_init__(self):
@@ -119,7 +123,7 @@ class OutputConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LimitConfig:
-    """`[limit]`: the NFD limit solver (spec §3–§4); read by `kind = "limit"` runs."""
+    """`[limit]`: the NFD limit solver (§3–§4); read by `kind = "limit"` runs."""
 
     particles: int = 2048  # M
     layer_steps: int = 0  # K; 0 means K = model.depth
@@ -204,7 +208,7 @@ class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite", "limit", "sweep", "gia", "gia_limit", "transfer"] = "finite"  # README
+    kind: Literal["finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer"] = "finite"
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -283,6 +287,15 @@ class Config:
                 allowed,
             )
 
+
+# the tables read by one kind only: a config of another kind may not carry them
+KIND_TABLES: dict[str, str] = {
+    "demo": "demo",
+    "sweep": "sweep",
+    "gia": "gia",
+    "gia_limit": "gia_limit",
+    "transfer": "transfer",
+}
 
 TABLES: dict[str, type] = {
     "task": TaskConfig,

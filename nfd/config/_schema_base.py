@@ -11,9 +11,14 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {what} ({allowed})")
 
 
+INT_MAX = 2**31 - 1  # every integer key fits a signed 32-bit integer (JAX's default int)
+
+
 def positive(key: str, value, *, strict: bool = True, integer: bool = False):
     ok = value > 0 if strict else value >= 0
     if not ok or (not integer and not math.isfinite(value)):
         bound = "> 0" if strict else ">= 0"
         kind = "an integer" if integer else "a finite number"
         raise ConfigError(key, f"must be {bound}, got {value!r}", f"{kind} {bound}")
+    if integer and value > INT_MAX:
+        raise ConfigError(key, f"is too large, got {value!r}", f"an integer at most {INT_MAX}")

@@ -1,7 +1,10 @@
 """Task names (`task.name`) to the builders of `nfd.tasks`: one of the registries of `nfd.config`."""
 
+import hashlib
 import os
+import pathlib
 from collections.abc import Callable
+from typing import Any
 
 from jaxtyping import PRNGKeyArray
 
@@ -41,6 +44,35 @@ TASKS: dict[str, Callable[..., Task]] = {
     "npz": _build_npz,
     "teacher_student": _build_teacher_student,
 }
+
+
+# the `task.*` keys each task reads (a saved config.toml writes only these)
+TASK_KEYS: dict[str, tuple[str, ...]] = {
+    "digits": ("n_train", "n_test"),
+    "mnist1d": ("n_train", "n_test"),
+    "npz": ("path",),
+    "teacher_student": ("n_train", "n_test", "in_dim", "out_dim", "teacher_width", "noise"),
+}
+
+
+def data_provenance(name: str, path: str, task: Task) -> dict[str, Any]:
+    """What a run's ``meta.json`` records of its data: the task, its real sizes and, for a
+    ``.npz`` file, its absolute path and SHA-256."""
+    out: dict[str, Any] = {
+        "task": name,
+        "n_train": int(task.x_train.shape[0]),
+        "n_test": int(task.x_test.shape[0]),
+        "in_dim": int(task.x_train.shape[1]),
+        "out_dim": int(task.y_train.shape[1]),
+        "num_classes": task.num_classes,
+    }
+    if name == "npz":
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        out |= {"path": str(pathlib.Path(path).resolve()), "sha256": digest.hexdigest()}
+    return out
 
 
 def make_task(

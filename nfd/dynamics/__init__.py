@@ -10,6 +10,12 @@ from ._base import AbstractDynamics as AbstractDynamics
 from ._base import AbstractPathDynamics as AbstractPathDynamics
 from ._base import Observables as Observables
 from ._base import PathSolution as PathSolution
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import CheckpointMismatch as CheckpointMismatch
+from ._checkpoint import Interrupted as Interrupted
+from ._checkpoint import active_checkpoint as active_checkpoint
+from ._checkpoint import checkpointing as checkpointing
+from ._checkpoint import stop_on_signals as stop_on_signals
 from ._evolve import assemble as assemble
 from ._evolve import draw_members as draw_members
 from ._evolve import evolve as evolve

@@ -20,9 +20,12 @@ from jaxtyping import Array, Float, Int, Key
 from .._results import RESULTS
 from ..nn import split_losses
 from ._base import AbstractDynamics, AbstractPathDynamics, Observables
+from ._checkpoint import CheckpointCall, checkpoint_call
 from ._points import Points
 from ._saveat import SaveAt
 from ._trajectory import Trajectory
+
+BLOWUP = 1e6  # a loss above BLOWUP × max(loss(0), 1) has diverged (`optim.blowup`)
 
 
 def evolve(
@@ -37,6 +40,7 @@ def evolve(
     progress: bool | None = None,
     desc: str = "",
     throw: bool = False,
+    blowup: float = BLOWUP,
 ) -> Trajectory:
     """Train an ensemble of members of ``dynamics`` for ``T = len(schedule)`` steps.
 
@@ -53,6 +57,9 @@ def evolve(
         progress: show a progress bar (default: when stderr is a TTY).
         desc: the progress bar's label.
         throw: raise if any member diverged (default: record it; STYLE.md §7).
+        blowup: a member whose training loss (of a step's batch, or at a saved step, the last
+            included) is non-finite or exceeds ``blowup × max(loss(0), 1)`` has diverged at the
+            update before it (`Trajectory.failed_step`).
 
     Returns:
         The `Trajectory` of every member.
@@ -60,14 +67,22 @@ def evolve(
     num_steps = int(schedule.shape[0])
     if saveat.num_steps != num_steps:
         raise ValueError(f"saveat ends at step {saveat.num_steps}, the schedule has {num_steps}.")
-    if isinstance(dynamics, AbstractPathDynamics):
-        traj = _solve_paths(dynamics, points, lr, schedule, saveat, keys)
+    steps = (saveat.steps, saveat.ntk, saveat.kernels, saveat.layer_times)
+    call = checkpoint_call(type(dynamics).__name__, dynamics, points, lr, schedule, steps, keys)
+    done = None if call is None else call.load("done")
+    if done is not None:
+        traj = done
+    elif isinstance(dynamics, AbstractPathDynamics):
+        traj = _solve_paths(dynamics, points, lr, schedule, saveat, keys, call, blowup)
     else:
         if initial is None:
             if keys is None:
                 raise ValueError("evolve needs `initial` or `keys` for a time-marching dynamics.")
             initial = draw_members(dynamics, points, keys)
-        traj = _march(dynamics, points, lr, schedule, saveat, initial, progress, desc)
+        run = (progress, desc, call, blowup)
+        traj = _march(dynamics, points, lr, schedule, saveat, initial, *run)
+    if call is not None and done is None:
+        call.finish(traj)
     failed = int(jnp.sum(traj.status != RESULTS.successful._value))
     if throw and failed:
         raise RuntimeError(f"{failed} member(s) diverged. {RESULTS[RESULTS.nonfinite]}")
@@ -140,25 +155,48 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
 
 
-def _march(dynamics, points, lr, schedule, saveat, initial, progress, desc) -> Trajectory:
-    """The host loop of a time-marching ensemble."""
+def _march(
+    dynamics,
+    points,
+    lr,
+    schedule,
+    saveat,
+    initial,
+    progress,
+    desc,
+    call: CheckpointCall | None,
+    blowup: float,
+) -> Trajectory:
+    """The host loop of a time-marching ensemble (continued from ``call``'s saved state)."""
     num_members, num_steps = lr.shape[0], int(schedule.shape[0])
     state = _start(dynamics, initial, points)
     alive = jnp.ones((num_members,), bool)
     failed = jnp.full((num_members,), -1, jnp.int32)
-    saved = set(saveat.steps)
     records: dict[int, dict[str, Any]] = {}
     step_times = np.zeros((num_steps,))
+    first = 0
+    partial = None if call is None else call.load("partial")
+    if partial is not None:
+        first, leaves, alive, failed, records, step_times = partial
+        state = jax.tree.unflatten(jax.tree.structure(state), leaves)
+        step_times = np.array(step_times)
+    saved = set(saveat.steps)
     show = sys.stderr.isatty() if progress is None else progress
     with _progress(num_steps, show, desc) as bar:
-        for t in range(num_steps + 1):
+        bar.update(first)
+        for t in range(first, num_steps + 1):
+            if call is not None:
+                snapshot = (t, jax.tree.leaves(state), alive, failed, records, step_times)
+                call.progress(snapshot, f"step {t} of {num_steps}")
             if t in saved:
                 records[t] = jax.device_get(_observe(dynamics, initial, state, points, saveat))
             if t == num_steps:
                 break
             t0 = time.perf_counter()
-            static = (dynamics, initial, points, lr, schedule[t], jnp.asarray(t, jnp.int32))
+            step = jnp.asarray(t, jnp.int32)
+            static = (dynamics, initial, points, lr, schedule[t], step)
             state, alive, failed, values = _step(static, state, alive, failed)
+            alive, failed = _blown_up(values, records[0]["loss_train"], blowup, alive, failed, step)
             values.block_until_ready()
             step_times[t] = time.perf_counter() - t0
             bar.update(1)
@@ -166,23 +204,34 @@ def _march(dynamics, points, lr, schedule, saveat, initial, progress, desc) -> T
                 bar.set_postfix(loss=f"{float(jnp.nanmean(values)):.4g}", alive=int(jnp.sum(alive)))
             if not bool(jnp.any(alive)):
                 break  # every member diverged: the remaining saves are NaN
-    return assemble(records, saveat, np.asarray(failed), step_times, points.num_train)
+    return assemble(records, saveat, np.asarray(failed), step_times, points.num_train, blowup)
+
+
+@eqx.filter_jit
+def _blown_up(values, loss0, blowup, alive, failed, t):
+    """Members whose batch loss at step ``t`` blew up diverged at the update into ``t``."""
+    bad = alive & ~(values <= blowup * jnp.maximum(loss0, 1.0))
+    failed = jnp.where(bad & (failed < 0), jnp.maximum(t - 1, 0), failed)
+    return alive & ~bad, failed
 
 
 # -- whole paths -------------------------------------------------------------------------------
-def _solve_paths(dynamics, points, lr, schedule, saveat, keys) -> Trajectory:
+def _solve_paths(dynamics, points, lr, schedule, saveat, keys, call, blowup) -> Trajectory:
     """Each member's path; deterministic dynamics solve each learning rate once."""
     lrs = np.asarray(lr)
     num_members = lrs.shape[0]
     if keys is None and not dynamics.deterministic:
         raise ValueError(f"evolve needs `keys` for {type(dynamics).__name__}.")
-    solved: dict[Any, Any] = {}
+    partial = None if call is None else call.load("partial")
+    solved: dict[Any, Any] = {} if partial is None else partial
     sols = []
     t0 = time.perf_counter()
     for e in range(num_members):
         key = None if keys is None else keys[e]
         tag = float(lrs[e]) if dynamics.deterministic else e
         if tag not in solved:
+            if call is not None:
+                call.progress(solved, f"member {e} of {num_members}")
             solved[tag] = dynamics.solve(points, jnp.asarray(lr[e]), schedule, saveat, key=key)
         sols.append(solved[tag])
     elapsed = time.perf_counter() - t0
@@ -196,7 +245,7 @@ def _solve_paths(dynamics, points, lr, schedule, saveat, keys) -> Trajectory:
     step_times = np.full((num_steps,), elapsed / max(num_steps, 1))
     infos = [s.info for s in sols]
     info = None if infos[0] is None else jax.tree.map(lambda *x: jnp.stack(x), *infos)
-    return assemble(records, saveat, failed, step_times, points.num_train, info=info)
+    return assemble(records, saveat, failed, step_times, points.num_train, blowup, info=info)
 
 
 @eqx.filter_jit
@@ -210,20 +259,37 @@ def _losses(loss, f: Float[Array, "S E Pts C"], points: Points):
 
 
 # -- assembly ------------------------------------------------------------------------------------
+def _first_blowup(records, steps: np.ndarray, failed: np.ndarray, blowup: float) -> np.ndarray:
+    """``failed`` lowered to ``s − 1`` where the first saved loss at ``s`` is non-finite or above
+    ``blowup × max(loss(0), 1)`` (saved steps ``s`` before an existing ``failed`` only count)."""
+    limit = blowup * np.maximum(np.asarray(records[int(steps[0])]["loss_train"]), 1.0)
+    for t in steps:
+        if int(t) not in records:
+            continue
+        loss = np.asarray(records[int(t)]["loss_train"])
+        bad = ~(loss <= limit) & ((failed < 0) | (failed >= t))
+        failed = np.where(bad, max(int(t) - 1, 0), failed)
+    return failed.astype(np.int32)
+
+
 def assemble(
     records: dict[int, dict[str, Any]],
     saveat: SaveAt,
     failed: np.ndarray,
     step_times: np.ndarray,
     num_train: int,
+    blowup: float = BLOWUP,
     *,
     info: Any = None,
 ) -> Trajectory:
     """The `Trajectory` of recorded observables: steps never recorded (every member had diverged)
-    and a member's steps after its divergence are NaN."""
+    and a member's steps after its divergence are NaN. A member whose training loss at a saved
+    step ``s`` is non-finite or above ``blowup × max(loss(0), 1)`` diverged at ``s − 1`` at the
+    latest (the rule covers the last step, which no training step's loss sees)."""
     steps = saveat.as_array()
     first = next(iter(records.values()))
     num_members = np.asarray(first["f"]).shape[0]
+    failed = _first_blowup(records, steps, np.asarray(failed).copy(), blowup)
     dead = (failed[:, None] >= 0) & (steps[None, :] > failed[:, None])  # (E, S)
     out: dict[str, Any] = {}
     for name, value in first.items():

@@ -4,7 +4,15 @@ import os
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available to this process (MemAvailable on Linux), or None if unknown."""
+    """Bytes of memory available to a computation: an accelerator's free memory (its limit minus
+    what is in use), else the host's (MemAvailable on Linux); None if unknown."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:

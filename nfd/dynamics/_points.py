@@ -1,8 +1,10 @@
 """The tracked points of a run and the batch sequence every dynamics of a config replays."""
 
+import functools
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
@@ -11,7 +13,7 @@ from ..tasks import Task
 
 
 class Points(eqx.Module):
-    """All tracked inputs of a run, training points first (spec §3.4: "points").
+    """All tracked inputs of a run, training points first (§3.4: "points").
 
     Attributes:
         x: inputs ``(Pts, D)``; the first ``num_train`` rows are the training set.
@@ -63,10 +65,13 @@ def batch_schedule(
         return jnp.broadcast_to(jnp.arange(num_train), (num_steps, num_train))
     per_epoch = num_train // batch_size
     epochs = math.ceil(num_steps / per_epoch) if num_steps else 0
-    perms = [
-        jr.permutation(jr.fold_in(key, e), num_train)[: per_epoch * batch_size]
-        for e in range(epochs)
-    ]
-    if not perms:
+    if not epochs:
         return jnp.zeros((0, batch_size), jnp.int32)
-    return jnp.concatenate(perms).reshape(-1, batch_size)[:num_steps]
+    # one vectorised call for every epoch (a Python loop of per-epoch calls grew super-linearly)
+    perms = _epoch_permutations(key, jnp.arange(epochs), num_train)[:, : per_epoch * batch_size]
+    return perms.reshape(-1, batch_size)[:num_steps]
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _epoch_permutations(key: PRNGKeyArray, epochs: Int[Array, " E"], num_train: int):
+    return jax.vmap(lambda e: jr.permutation(jr.fold_in(key, e), num_train))(epochs)

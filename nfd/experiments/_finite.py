@@ -20,6 +20,7 @@ from ..dynamics import Points, Trajectory, draw_members, evolve
 from ..nn import AbstractReadout
 from ..tasks import Task
 from ..train import FiniteNetwork
+from ._plan import FINITE_SIZE_KEYS, in_chunks, plan_members
 
 
 def member_grid(cfg: Config, lrs: Sequence[float] | None = None) -> tuple[list[int], list[float]]:
@@ -52,12 +53,13 @@ def finite_ensemble(
     antithetic: bool = False,
     readout: AbstractReadout | None = None,
     backward: str | None = None,
+    members: slice = slice(None),
 ) -> tuple[FiniteNetwork, eqx.Module, jax.Array]:
     """The network of `run_finite`, its members' initial draws and learning rates.
 
     Member ``(s, lr)`` is initialised from ``fold_in(init_key, s)`` (the same network for every
     learning rate); with ``antithetic`` (``cfg.seeds`` even), seeds ``2p, 2p + 1`` are the pair
-    ``v(0), −v(0)`` of draw ``p`` (see `antithetic_seeds`).
+    ``v(0), −v(0)`` of draw ``p`` (see `antithetic_seeds`). ``members``: draw only these.
     """
     if antithetic and cfg.seeds % 2:
         raise ConfigError(
@@ -66,6 +68,7 @@ def finite_ensemble(
     net = build_network(cfg, width=width, depth=depth, readout=readout, backward=backward)
     seeds, member_lrs = member_grid(cfg, lrs)
     draws, signs = antithetic_seeds(seeds, antithetic)
+    draws, signs, member_lrs = draws[members], signs[members], member_lrs[members]
     member_keys = jax.vmap(lambda s: jr.fold_in(run_keys(cfg)["init"], s))(jnp.asarray(draws))
     dtype = task.x_train.dtype
     models = draw_members(net, Points.from_task(task), member_keys)
@@ -93,27 +96,40 @@ def run_finite(
 
     The members are `finite_ensemble`'s; all share the batch sequence of ``seed`` (the sequence
     a limit run of the same config replays). The ensemble is one vmapped, once-compiled
-    computation. ``save_also``: steps saved besides those of `output.every`; ``readout``,
+    computation, or consecutive chunks of it when it does not fit in memory (`plan_members`). ``save_also``: steps saved besides those of `output.every`; ``readout``,
     ``backward`` override the network's; ``saveat_fn``: extra observables (`SaveAt.fn`).
     """
     task = build_task(cfg, key=run_keys(cfg)["task"]) if task is None else task
-    net, models, member_lrs = finite_ensemble(
-        cfg,
-        task,
-        width=width,
-        depth=depth,
-        lrs=lrs,
-        antithetic=antithetic,
-        readout=readout,
-        backward=backward,
-    )
-    return evolve(
-        net,
-        Points.from_task(task),
-        lr=member_lrs,
-        schedule=build_schedule(cfg, task),
-        saveat=build_saveat(cfg, tuple(save_also), saveat_fn),
-        initial=models,
-        progress=progress,
-        desc=desc,
-    )
+    points = Points.from_task(task)
+    net = build_network(cfg, width=width, depth=depth, readout=readout, backward=backward)
+    members = len(member_grid(cfg, lrs)[0])
+    batch = cfg.optim.batch_size or task.n_train
+    chunk = plan_members(net, points, members, batch=batch, size_keys=FINITE_SIZE_KEYS, quiet=True)
+    schedule = build_schedule(cfg, task)
+    saveat = build_saveat(cfg, tuple(save_also), saveat_fn)
+
+    def run(part: slice) -> Trajectory:
+        net, models, member_lrs = finite_ensemble(
+            cfg,
+            task,
+            width=width,
+            depth=depth,
+            lrs=lrs,
+            antithetic=antithetic,
+            readout=readout,
+            backward=backward,
+            members=part,
+        )
+        return evolve(
+            net,
+            points,
+            lr=member_lrs,
+            schedule=schedule,
+            saveat=saveat,
+            initial=models,
+            progress=progress,
+            desc=desc,
+            blowup=cfg.optim.blowup,
+        )
+
+    return in_chunks(members, chunk, run)

@@ -9,45 +9,16 @@ import jax.random as jr
 
 from ..config import (
     Config,
-    ConfigError,
     build_limit,
     build_saveat,
     build_schedule,
     build_task,
     run_keys,
 )
-from ..dynamics import AbstractDynamics, Points, Trajectory, available_memory, evolve
+from ..dynamics import Points, Trajectory, evolve
 from ..tasks import Task
 from ._finite import member_grid
-
-
-def check_memory(
-    dynamics: Any, points: Points, members: int, *, batch: int, quiet: bool = False
-) -> int | None:
-    """Print the estimated memory and cost of an ensemble; refuse (exit 2) if it cannot fit."""
-    if not isinstance(dynamics, AbstractDynamics):
-        return None
-    need = dynamics.estimate_memory(points, members)
-    if need is None:
-        return None
-    flops = dynamics.step_flops(points, batch)
-    have = available_memory()
-    if not quiet:
-        have_txt = f"{have / 2**30:.1f} GiB available" if have else "available memory unknown"
-        cost = f", ~{members * flops / 1e9:.1f} GFLOP per training step" if flops else ""
-        print(
-            f"{type(dynamics).__name__}: members={members} points={points.num_points}: estimated "
-            f"memory {need / 2**30:.2f} GiB ({have_txt}){cost}",
-            file=sys.stderr,
-        )
-    if have is not None and need > have:
-        raise ConfigError(
-            "limit.particles",
-            f"the run needs an estimated {need / 2**30:.1f} GiB but "
-            f"{have / 2**30:.1f} GiB is available",
-            "reduce limit.particles, limit.layer_steps, seeds or task.n_test",
-        )
-    return need
+from ._plan import LIMIT_SIZE_KEYS, in_chunks, plan_members
 
 
 def run_limit(
@@ -73,18 +44,34 @@ def run_limit(
     dynamics = build_limit(cfg, depth=depth, coupling=coupling)
     seeds, member_lrs = member_grid(cfg, lrs)
     points = Points.from_task(task)
-    check_memory(dynamics, points, len(seeds), batch=batch_size(cfg, task), quiet=quiet)
-    keys = jnp.stack([jr.fold_in(run_keys(cfg)["limit"], s) for s in seeds])
-    traj = evolve(
+    members = len(seeds)
+    chunk = plan_members(
         dynamics,
         points,
-        lr=jnp.asarray(member_lrs, task.x_train.dtype),
-        schedule=build_schedule(cfg, task),
-        saveat=build_saveat(cfg, tuple(save_also)),
-        keys=keys,
-        progress=progress,
-        desc=desc,
+        members,
+        batch=batch_size(cfg, task),
+        size_keys=LIMIT_SIZE_KEYS,
+        quiet=quiet,
     )
+    keys = jnp.stack([jr.fold_in(run_keys(cfg)["limit"], s) for s in seeds])
+    member_lrs = jnp.asarray(member_lrs, task.x_train.dtype)
+    schedule = build_schedule(cfg, task)
+    saveat = build_saveat(cfg, tuple(save_also))
+
+    def run(part: slice) -> Trajectory:
+        return evolve(
+            dynamics,
+            points,
+            lr=member_lrs[part],
+            schedule=schedule,
+            saveat=saveat,
+            keys=keys[part],
+            progress=progress,
+            desc=desc,
+            blowup=cfg.optim.blowup,
+        )
+
+    traj = in_chunks(members, chunk, run)
     line = dynamics.describe(traj)
     if line and not quiet:
         print(f"{desc}: {line}", file=sys.stderr)
@@ -114,6 +101,7 @@ def evolve_limit(
         initial=initial,
         progress=progress,
         desc=desc,
+        blowup=cfg.optim.blowup,
     )
 
 

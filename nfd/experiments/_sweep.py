@@ -44,7 +44,8 @@ from ..limit import MatrixParticles, Particles
 from ..solver import coarsen
 from ..tasks import Task
 from ._finite import antithetic_seeds, member_grid, run_finite
-from ._limit import batch_size, check_memory, evolve_limit, run_limit
+from ._limit import batch_size, evolve_limit, run_limit
+from ._plan import LIMIT_SIZE_KEYS, plan_members
 
 
 class SweepResult(eqx.Module):
@@ -176,7 +177,7 @@ def limit_ensemble(
     ``couplings[0]``, then of ``couplings[1]``, …), and every repetition's ``η0``.
 
     A repetition of a mode with reused weights (mode A) is a decoupled system with ``W̃ = W``
-    (offset 0, so ``W̃(t) = W(t)``, spec §1.6); seed ``s`` draws from ``fold_in(limit_key, s)``
+    (offset 0, so ``W̃(t) = W(t)``, §1.6); seed ``s`` draws from ``fold_in(limit_key, s)``
     as `run_limit` does, so every mode's repetitions equal the separate runs' (and share
     ``U, W, v(0)`` across modes). With ``sweep.antithetic`` repetitions ``2p, 2p + 1`` share draw
     ``p`` and have readouts ``v(0), −v(0)``."""
@@ -260,7 +261,7 @@ def run_limits(
     coarse_dynamics = build_limit(cfg, depth=depth, coupling="decoupled")
     points = Points.from_task(task)
     size = _equal_chunk(dynamics, points, len(all_lrs))
-    check_memory(dynamics, points, size, batch=batch_size(cfg, task))
+    plan_members(dynamics, points, size, batch=batch_size(cfg, task), size_keys=LIMIT_SIZE_KEYS)
 
     def run(particles, part, dyn, label):
         lr = all_lrs[part]

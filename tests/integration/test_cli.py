@@ -54,7 +54,7 @@ def test_run_writes_the_documented_result(tmp_path, capsys):
     assert (out / "loss.png").stat().st_size > 1000
 
 
-def test_all_members_diverging_exits_1_and_is_recorded(tmp_path, capsys):
+def test_all_members_diverging_exits_3_and_is_recorded(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(
         [
@@ -73,7 +73,7 @@ def test_all_members_diverging_exits_1_and_is_recorded(tmp_path, capsys):
             "output.kernels=false",
         ]
     )
-    assert rc == 1
+    assert rc == 3  # EXIT["all_diverged"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["all_failed"] and all(m["status"] == "diverged" for m in meta["members"])
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
@@ -214,7 +214,7 @@ def test_limit_config_errors(tmp_path, capsys, override, start):
 
 def test_linear_exact_limit_run_first_step_is_kernel_step(tmp_path, capsys):
     """`limit.method = "linear_exact"` through the CLI: f(1) = η0 Θ(0) c(0) with c(0) = y/P
-    (mode A, P2; spec §3.3), Θ(0) from the independent K = L recursion of spec §2."""
+    (mode A, P2; §3.3), Θ(0) from the independent K = L recursion of §2."""
     import jax.numpy as jnp
 
     from nfd.config import build_activation, build_param, build_task, run_keys

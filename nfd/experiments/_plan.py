@@ -1,0 +1,63 @@
+"""Memory plans: how many ensemble members one vmapped computation holds, decided before any
+computing from the dynamics' own estimate (`AbstractDynamics.estimate_memory`)."""
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..config import ConfigError
+from ..dynamics import AbstractDynamics, Points, Trajectory, available_memory
+
+# one chunk may use this fraction of the available memory (the rest: XLA temporaries, the host)
+MEMORY_FRACTION = 0.8
+
+# the config keys that set the size of one member, per kind of dynamics (named in a refusal)
+FINITE_SIZE_KEYS = ("model.width", "model.depth", "task.n_train", "task.n_test")
+LIMIT_SIZE_KEYS = ("limit.particles", "limit.layer_steps", "model.depth", "task.n_train")
+
+
+def plan_members(
+    dynamics: Any,
+    points: Points,
+    members: int,
+    *,
+    batch: int,
+    size_keys: Sequence[str],
+    quiet: bool = False,
+) -> int:
+    """The number of members per vmapped chunk: all of them when their estimated memory fits
+    `MEMORY_FRACTION` of the available memory, else as many as fit (chunks give the same result
+    as one batch: members never interact). Prints the estimate and the plan to stderr; refuses
+    (`ConfigError` naming ``size_keys``) only when one member cannot fit."""
+    if not isinstance(dynamics, AbstractDynamics):
+        return members  # path dynamics solve one member at a time
+    per = dynamics.estimate_memory(points, 1)
+    if per is None:
+        return members
+    have = available_memory()
+    chunk = members if have is None else min(members, int(MEMORY_FRACTION * have) // max(per, 1))
+    if not quiet or chunk < members:
+        have_txt = f"{have / 2**30:.1f} GiB available" if have else "available memory unknown"
+        flops = dynamics.step_flops(points, batch)
+        cost = f", ~{members * flops / 1e9:.1f} GFLOP per training step" if flops else ""
+        plan = "" if chunk >= members else f"; runs in chunks of {max(chunk, 1)} members"
+        print(
+            f"{type(dynamics).__name__}: members={members} points={points.num_points}: estimated "
+            f"memory {members * per / 2**30:.2f} GiB ({have_txt}){cost}{plan}",
+            file=sys.stderr,
+        )
+    if chunk < 1:
+        assert have is not None
+        raise ConfigError(
+            size_keys[0],
+            f"the run needs an estimated {per / 2**30:.1f} GiB for one member but "
+            f"{have / 2**30:.1f} GiB is available",
+            "reduce " + ", ".join(size_keys),
+        )
+    return chunk
+
+
+def in_chunks(members: int, chunk: int, run: Callable[[slice], Trajectory]) -> Trajectory:
+    """``run(part)`` for consecutive member slices of at most ``chunk`` members, concatenated."""
+    parts = [run(slice(lo, min(lo + chunk, members))) for lo in range(0, members, chunk)]
+    return parts[0] if len(parts) == 1 else Trajectory.concat(parts)
