@@ -1,5 +1,5 @@
 """The finite → limit analysis of a sweep (`kind = "sweep"`): a pure function of its saved arrays,
-so plots and reports are remade without recomputation. Per depth (spec §5.3, §7.1, T7, T11):
+so plots and reports are remade without recomputation. Per depth (§5.3, §7.1, T7, T11):
 
 - ``d_X(n, L) = ‖E_seeds f_finite(n, L) − E f_X(K = L)‖`` (RMS over saved steps and points),
   debiased for the sampling noise of both means, with bootstrap errors;
@@ -10,7 +10,7 @@ so plots and reports are remade without recomputation. Per depth (spec §5.3, §
   squares per coordinate; for two widths ``2 f(2n) − f(n)``) and its distance to each mode;
 - the depth slope of the plateaus ``d∞(L)`` (`fit_depth_plateau`; for ``X_kinf`` modes the
   finite nets differ from the limit by O(1/L), slope −1);
-- the depth-scaling fit of the final test loss, ``L∞ + α/n + b/L`` (spec T11), with χ² and the
+- the depth-scaling fit of the final test loss, ``L∞ + α/n + b/L`` (T11), with χ² and the
   mode-A and mode-B limit losses extrapolated in ``1/L`` (`loss_summary`).
 """
 
@@ -88,7 +88,7 @@ def fit_depth_plateau(depths, d_inf, se) -> dict[str, float]:
 
 def fit_depth_scaling(widths, depths, y, se) -> dict[str, float]:
     """Weighted least squares ``y(n, L) = L_inf + alpha / n + b / L`` over a widths × depths grid
-    (``y``, ``se`` of shape ``(W, Ld)``; spec T11), with χ², degrees of freedom and p-value."""
+    (``y``, ``se`` of shape ``(W, Ld)``; T11), with χ², degrees of freedom and p-value."""
     n, L = np.meshgrid(np.asarray(widths, float), np.asarray(depths, float), indexing="ij")
     y, se = np.asarray(y, float), np.asarray(se, float)
     ok = ok_mask(y, se)
@@ -177,7 +177,8 @@ def _grid_point(fins, lims, widths, modes: dict, j: int, r: int, *, num_boot: in
         fit["slope_boot_kept"] = float(np.mean(keep))
         res["fits"][j][r] = fit
         res["extrap"]["d"][j, r] = d_inf
-        res["extrap"]["se"][j, r] = float(np.nanstd(b_inf, ddof=1))
+        finite = np.asarray(b_inf)[np.isfinite(b_inf)]  # one width: no extrapolation, no SE
+        res["extrap"]["se"][j, r] = float(np.std(finite, ddof=1)) if finite.size > 1 else np.nan
     return a_rms
 
 
@@ -263,7 +264,7 @@ def convergence_summary(
         out["kernels"] = kernel_summary(arrays)
     out["units"] = units.tolist()
     out["a_rms"] = a_rms.tolist()
-    # a mode-A particle system of M particles is a width-M network in law (spec T5d): its own
+    # a mode-A particle system of M particles is a width-M network in law (T5d): its own
     # seed mean sits ≈ ‖a‖/M from f∞
     out["particle_bias"] = (a_rms / M if M else np.full_like(a_rms, np.nan)).tolist()
     out["modes"] = {

@@ -1,5 +1,7 @@
 """Reports: summaries -> markdown. The prose is written from the numbers, never in advance."""
 
+from ._format import SMOKE_BANNER as SMOKE_BANNER
+from ._format import UNDETERMINED as UNDETERMINED
 from ._gia import gia_report as gia_report
 from ._gia_limit import gia_limit_report as gia_limit_report
 from ._sweep import mode_name as mode_name

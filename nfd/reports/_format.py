@@ -33,3 +33,23 @@ def fixed(x, digits: int = 2, kind: str = "e") -> str:
     NaN."""
     x = math.nan if x is None else float(x)
     return f"{x:+.{digits}{kind}}" if kind == "f" else f"{x:.{digits}{kind}}"
+
+
+# a decay or scaling verdict needs at least this many depths (or widths): with fewer, a two- or
+# three-parameter fit has no degrees of freedom left to test it against
+MIN_POINTS = 4
+UNDETERMINED = "undetermined at this size"
+
+
+def too_few(count: int, what: str, minimum: int = MIN_POINTS) -> str | None:
+    """``None`` when ``count`` points can decide a fit, else the words that say why not."""
+    if count >= minimum:
+        return None
+    return f"{UNDETERMINED} ({count} {what}; a verdict needs at least {minimum})"
+
+
+SMOKE_BANNER = (
+    "> **Smoke size.** This run checks that every piece works, at sizes that run in minutes; its "
+    "numbers cannot decide the question it asks. The full-size verdicts are in "
+    "`docs/experiments/` (`nfd figures --full`)."
+)

@@ -1,4 +1,4 @@
-"""The gia report: the numbers of the gradient-independence analysis in words (spec §5.3, §7.2,
+"""The gia report: the numbers of the gradient-independence analysis in words (§5.3, §7.2,
 T6, T7), never a hard-coded conclusion: each verdict keyword is read off the fitted p-values."""
 
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis._gia import OBSERVABLES
-from ._format import pm, pval
+from ._format import UNDETERMINED, pm, pval, too_few
 
 P_REJECT = 0.01  # a forced model is "rejected" when its χ² p-value is below this
 
@@ -21,11 +21,16 @@ def _decay_words(fits: dict, what: str) -> tuple[str, str]:
     ps = {m: fits[m]["p"] for m in ("constant", "1/L", "1/L^2")}
     cb = fits["c+b/L"]
     c, c_se = cb["coef"][0], cb["se"][0]
+    count = len(fits["y"]) if fits.get("y") is not None else 0
     line = (
-        f"{what}: power-law exponent in L {_pm(pw['exponent'], pw['exponent_se'], 2)}; "
+        f"{what}: power-law exponent in L {_pm(pw['exponent'], pw['exponent_se'], 2)} "
+        f"(dof {max(count - 2, 0)}); "
         f"χ² p-values: constant {pval(ps['constant'])}, ∝ 1/L {pval(ps['1/L'])}, "
         f"∝ 1/L² {pval(ps['1/L^2'])}; c + b/L gives c = {_pm(c, c_se)}"
     )
+    few = too_few(count, "depths")
+    if few:
+        return f"{line} — {few}", "undetermined"
     if ps["constant"] is None:  # exact values: judge the L → ∞ intercept of c + b/L
         rel = cb.get("rel_rms_resid", np.nan)
         line += f" (exact values; relative residual of c + b/L {rel:.1g})"
@@ -49,13 +54,22 @@ def _decay_words(fits: dict, what: str) -> tuple[str, str]:
 VERDICT_WORDS = {
     "exact_constant": "extrapolates (c + b/L) to a nonzero constant as L → ∞",
     "exact_decays": "extrapolates (c + b/L) to about 0 as L → ∞",
-    "constant": "tends to a nonzero constant in L (the project's derivation, spec §5.2); a "
+    "constant": "tends to a nonzero constant in L (the project's derivation, §5.2); a "
     "1/L and a 1/L² decay are rejected",
-    "decays": "is consistent with a decay to 0 in L (the paper's claim, spec §5.1) and not with "
+    "decays": "is consistent with a decay to 0 in L (the paper's claim, §5.1) and not with "
     "a constant",
     "undecided": "cannot be told apart at this size: both a constant and a decay fit",
+    "undetermined": f"is {UNDETERMINED}: too few depths for a decay verdict",
     "neither": "fits none of the forced models (constant, 1/L, 1/L²); see the power law and "
     "c + b/L",
+}
+
+
+LIMIT_WORDS = {
+    "constant": "stays",
+    "exact_constant": "stays",
+    "decays": "shrinks",
+    "exact_decays": "shrinks",
 }
 
 
@@ -107,7 +121,7 @@ def _chi_lines(a: dict, s: dict, depths: list[int]) -> list[str]:
     z = np.asarray(chi["control_z"], float)
     zmax = float(np.nanmax(np.abs(z))) if np.any(np.isfinite(z)) else float("nan")
     return [
-        f"- **Coupling diagnostic χ** (spec §7.2, width {int(chi['width'])}): "
+        f"- **Coupling diagnostic χ** (§7.2, width {int(chi['width'])}): "
         f"χ at τ = {chi['tau']:g} scales like L^({_pm(tf['exponent'], tf['exponent_se'], 2)}) "
         f"(project −1, paper −2); Σ_ℓ χ_ℓ = {_pm(a['chi_sum'][-1, 0], a['chi_sum_se'][-1, 0])}"
         f" (L = {depths[0]}) … {_pm(a['chi_sum'][-1, -1], a['chi_sum_se'][-1, -1])} "
@@ -122,7 +136,7 @@ def _gap_lines(a: dict, s: dict, widths: list[int], depths: list[int]) -> list[s
     lg, lv = _decay_words(s["gaps"]["t=1"]["loss_gap"], "loss gap")
     pg, pv = _decay_words(s["gaps"][f"t={T}"]["p1_gap"], "P1 gap")
     return [
-        f"- **Standard − decoupled outputs** (readout P2, type (a) of spec §5.2, width "
+        f"- **Standard − decoupled outputs** (readout P2, type (a) of §5.2, width "
         f"{widths[-1]}): loss gap at t = 1 {_pm(a['loss_gap'][-1, 0, 1], a['loss_gap_se'][-1, 0, 1])}"
         f" (L = {depths[0]}) … {_pm(a['loss_gap'][-1, -1, 1], a['loss_gap_se'][-1, -1, 1])} "
         f"(L = {depths[-1]}); at t = {T}: {_pm(a['loss_gap'][-1, -1, T], a['loss_gap_se'][-1, -1, T])}; "
@@ -202,7 +216,7 @@ def gia_report(run: Any, summary: dict) -> str:
         f"times the decoupled (mode-B) one, and the deficit of their ratio "
         f"{VERDICT_WORDS[verdict]}; "
         f"the limits (modes A, B) give a deficit that "
-        f"{'stays' if lim_verdict.endswith('constant') else 'shrinks'} "
+        f"{LIMIT_WORDS.get(lim_verdict, 'is ' + UNDETERMINED)} "
         f"({1 - lim[0]:.3g} at L = {depths[0]}, {1 - lim[-1]:.3g} at L = {depths[-1]}).",
         "",
     ]

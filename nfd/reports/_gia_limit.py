@@ -1,4 +1,4 @@
-"""The gia_limit report: the n = ∞ gradient-independence verdict in words (spec §5.3), read off the
+"""The gia_limit report: the n = ∞ gradient-independence verdict in words (§5.3), read off the
 fits of `nfd.analysis.gia_limit_summary`; no conclusion is written in advance."""
 
 from typing import Any
@@ -70,7 +70,7 @@ def _gamma_lines(gam: dict | None) -> list[str]:
         f"γ0 scan at L = {gam['depth']} (K = L): the P1 function gap ∝ γ0^"
         f"{pm(f['exponent'], f['exponent_se'], 2)} and ‖δΦ_A − δΦ_B‖ ∝ γ0^"
         f"{pm(d['exponent'], d['exponent_se'], 2)} over γ0 = {gam['gammas']} (a response-term "
-        "gap of type (b), spec §5.2, grows like γ0²).",
+        "gap of type (b), §5.2, grows like γ0²).",
     ]
 
 

@@ -1,5 +1,5 @@
 """The sweep report: the finite → limit distances, their n-slopes and the depth scaling of the
-loss (spec §5.3, §7.1, T7, T11) in tables and sentences generated from the numbers only."""
+loss (§5.3, §7.1, T7, T11) in tables and sentences generated from the numbers only."""
 
 from collections.abc import Mapping
 
@@ -7,7 +7,7 @@ import numpy as np
 
 from ..analysis._stats import num
 from ..experiments._sweep import KINF
-from ._format import fixed, pm
+from ._format import fixed, pm, too_few
 
 MODE_NAMES = {"exact": "mode A (exact)", "decoupled": "mode B (decoupled, NFD/GIA)"}
 KINF_WORDS = "K → ∞ (Richardson of K = L and 2L)"
@@ -150,7 +150,8 @@ def _sentences(summary: Mapping) -> list[str]:
                 if np.isfinite(s):
                     parts.append(_slope_words(mode, s, se))
             if parts:
-                md.append(f"- η0 = {lr:g}, L = {L}: " + "; ".join(parts) + ".")
+                dof = f" (n-slopes from {len(summary['widths'])} widths, dof {len(summary['widths']) - 2})"
+                md.append(f"- η0 = {lr:g}, L = {L}: " + "; ".join(parts) + dof + ".")
             ext = {
                 m: (num(v["extrap"]["d"][j][r]), num(v["extrap"]["se"][j][r]))
                 for m, v in modes.items()
@@ -160,7 +161,10 @@ def _sentences(summary: Mapping) -> list[str]:
                 continue
             zero = [m for m, (d, se) in ext.items() if d <= 3 * se]
             words = ", ".join(f"{pm(d, se)} from {mode_name(m)}" for m, (d, se) in ext.items())
-            if len(zero) == 1:
+            few = too_few(len(summary["widths"]), "widths", minimum=3)
+            if few:
+                verdict = few
+            elif len(zero) == 1:
                 verdict = f"only {mode_name(zero[0])} is consistent with 0"
             elif zero:
                 verdict = "every mode is consistent with 0 (not resolved at this size)"
@@ -205,6 +209,8 @@ def _plateau_sentences(summary: Mapping) -> list[str]:
             else:
                 sig = f", {abs(s + 1) / se:.1f} SE from −1" if np.isfinite(se) and se > 0 else ""
                 words = f"they fall like L^({s:+.2f} ± {se:.2g}) (expected −1 for O(1/L){sig})"
+                few = too_few(len(summary["depths"]), "depths")
+                words += f"; {few}" if few else ""
             md.append(
                 f"- η0 = {lr:g}: the plateaus d∞ of d∞ + α/n against {mode_name(mode)} are "
                 f"{cells}: {words}."
@@ -213,7 +219,7 @@ def _plateau_sentences(summary: Mapping) -> list[str]:
 
 
 def _depth_scaling_md(summary: Mapping) -> list[str]:
-    md = ["### Depth scaling of the test loss (spec T11)", ""]
+    md = ["### Depth scaling of the test loss (T11)", ""]
     t = summary["t_final"]
     for r, lr in enumerate(summary["lrs"]):
         fit = summary["depth_scaling"][r]

@@ -1,4 +1,4 @@
-"""The transfer report (spec §6, T8–T10): the argmin table, the transfer verdict per optimizer,
+"""The transfer report (§6, T8–T10): the argmin table, the transfer verdict per optimizer,
 the one-step collapse and coordinate checks and the T10 control, written from the numbers of
 `nfd.analysis.transfer_analysis` only."""
 
@@ -97,7 +97,7 @@ def _collapse_md(a: dict, opts, summary: dict) -> list[str]:
     lr = ", ".join(f"{o} η0 = {x:g}" for o, x in zip(opts, a["collapse_lr"], strict=True))
     lines = [
         "",
-        f"First-layer collapse after one step ({lr}; largest width; spec §6, T9; expected "
+        f"First-layer collapse after one step ({lr}; largest width; §6, T9; expected "
         "δz^own slope a − ½, K_W1 slope a):",
         "",
         "| optimizer | variant | δz^own slope (finite) | limit (K = L) | expected | ok | "
