@@ -8,7 +8,7 @@
 # ---
 
 # %% [markdown]
-# # Learning-rate transfer across depth (spec §6, T8–T10)
+# # Learning-rate transfer across depth (§6, T8–T10)
 #
 # Depth-muP's 1/√L branch scale makes the first internal layer of two-layer residual blocks stop
 # learning features as depth grows (W1's own update δz^own ∝ L^(a−1/2) with W1's rate × L^a).

@@ -1,6 +1,6 @@
 """Benchmark: the training-step time of nfd's finite trainer against plain PyTorch on this CPU.
 
-The model is a one-layer depth-muP ReLU ResNet (spec NFD.md §1.1), trained by full-batch SGD on MSE:
+The model is a one-layer depth-muP ReLU ResNet (docs/math §1.1), trained by full-batch SGD on MSE:
 
     h_0 = σ_in U x / sqrt(D);   h_{ℓ+1} = h_ℓ + (β/sqrt(L)) W_ℓ relu(h_ℓ) / sqrt(N);
     f = vᵀ relu(h_L) / (γ0 N);   loss = mean_μ ½ (f_μ − y_μ)²;   θ ← θ − η0 γ0² N ∂loss/∂θ

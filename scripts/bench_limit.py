@@ -1,4 +1,4 @@
-"""Benchmark of the particle limit solver (spec NFD.md §4.1, §4.5): per-step cost flat in t.
+"""Benchmark of the particle limit solver (docs/math §4.1, §4.5): per-step cost flat in t.
 
 Prints, for one CPU- or GPU-sized problem, measured in one run:
   * the per-training-step time in the first and the last decile of training (goal: ratio <= 1.2:

@@ -1,5 +1,5 @@
 """The gradient-independence verdict at n = ∞: mode A vs mode B by the kernel fixed point at depths
-up to 1024 and at K → ∞ (issue 11; spec §5.3).
+up to 1024 and at K → ∞ (issue 11; §5.3).
 
 Thin entry to `nfd figures --only gia_limit`: smoke size by default, ``--full`` for the full
 config (configs/figures/full/gia_limit.toml), ``--out DIR``, ``--set KEY=VALUE``, ``--quiet``;

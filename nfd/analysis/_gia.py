@@ -1,4 +1,4 @@
-"""The gradient-independence analysis (spec NFD.md §5.3 procedure, §7.2, T6, T7): pure numpy on
+"""The gradient-independence analysis (docs/math §5.3 procedure, §7.2, T6, T7): pure numpy on
 the raw arrays of `nfd.experiments.run_gia`. `summarise` derives the ratios, χ diagnostics,
 distances and gaps (arrays, saved with the run) and fits them (`decay_fits`, `power_fit`,
 `constant_fit`: the summary that the report puts into words and the figures draw)."""
@@ -196,7 +196,7 @@ def _d_a_slope(d: dict, o: int, j: int, W: int, widths: np.ndarray) -> dict[str,
 
 
 def _distances(a: dict, d: dict, summ: dict) -> None:
-    """4. ``d_A``, ``d_B`` (spec §5.3) and the required n-slope of ``d_A`` (T7)."""
+    """4. ``d_A``, ``d_B`` (§5.3) and the required n-slope of ``d_A`` (T7)."""
     widths, depths = a["widths"].astype(float), a["depths"].astype(float)
     W, Ld, O = len(widths), len(depths), len(OBSERVABLES)
     for key in ("d_A", "d_B", "floor_A", "floor_B", "d_A_se", "d_B_se"):
@@ -235,7 +235,7 @@ def _init(a: dict, d: dict, summ: dict) -> None:
 
 
 def summarise(a: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Derived arrays and fits from the raw arrays of `run_gia` (spec §5.3, §7.2, T6, T7).
+    """Derived arrays and fits from the raw arrays of `run_gia` (§5.3, §7.2, T6, T7).
 
     Returns ``(arrays, summary)``. Arrays (each with ``_se``): ``ratio (W, Ld, R)`` =
     ``⟨E δΦ^dec, E δΦ^std⟩/‖E δΦ^std‖²`` per layer time, ``ratio_inf (Ld, R)`` (the 1/n

@@ -1,4 +1,4 @@
-"""The n = ∞ gradient-independence verdict (spec NFD.md §5.3): pure numpy on the arrays of
+"""The n = ∞ gradient-independence verdict (docs/math §5.3): pure numpy on the arrays of
 `nfd.experiments.run_gia_limit`.
 
 Every A − B quantity is a function of the member means of paired draw sets (modes A and B share

@@ -209,7 +209,7 @@ DECAY_MODELS: dict[str, list[Callable]] = {
 
 def decay_fits(depths, y, se=None) -> dict[str, Any]:
     """A quantity against depth: the pure power fit and the forced models of `DECAY_MODELS`
-    (constant, ∝ 1/L, ∝ 1/L², c + b/L), each with its χ² p-value (spec §5.3 step 2); ``best`` is
+    (constant, ∝ 1/L, ∝ 1/L², c + b/L), each with its χ² p-value (§5.3 step 2); ``best`` is
     the one-parameter model with the largest p-value (smallest residual for exact data)."""
     L = np.asarray(depths, float)
     out: dict[str, Any] = {"power": power_fit(L, y, se), "y": np.asarray(y, float).tolist()}

@@ -1,4 +1,4 @@
-"""The transfer analysis (spec §6, T8–T10): pure functions of a transfer run's saved arrays
+"""The transfer analysis (§6, T8–T10): pure functions of a transfer run's saved arrays
 (`nfd.experiments.run_transfer`): argmin η0 per depth with T8's tie rule and its slope, the
 one-step coordinate check (T8) and first-layer collapse (T9) at each optimizer's collapse η0, the
 T10 control, and the seed means ± SE that the figures draw (`transfer_analysis`)."""

@@ -1,4 +1,4 @@
-"""`[gia]`: the gradient-independence (GIA) experiment of spec NFD.md §5.3, §7.2 and T6/T7.
+"""`[gia]`: the gradient-independence (GIA) experiment of docs/math §5.3, §7.2 and T6/T7.
 
 Read by ``kind = "gia"`` runs (`nfd.experiments.run_gia`, registered in `nfd.gallery`). The grid is
 ``widths × depths``; the ensemble is the top-level ``seeds`` (antithetic *pairs* when
@@ -19,7 +19,7 @@ from ._schema_base import ConfigError, positive
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GiaConfig:
-    """`[gia]`: grid and observables of the standard-vs-decoupled comparison (spec §5.3, T6, T7).
+    """`[gia]`: grid and observables of the standard-vs-decoupled comparison (§5.3, T6, T7).
 
     Attributes:
         widths: finite widths ``n`` (at least one; the n-fits need at least three).

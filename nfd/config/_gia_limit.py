@@ -1,4 +1,4 @@
-"""`[gia_limit]`: the gradient-independence verdict at n = ∞ (spec NFD.md §5.3 with the kernel method).
+"""`[gia_limit]`: the gradient-independence verdict at n = ∞ (docs/math §5.3 with the kernel method).
 
 Read by ``kind = "gia_limit"`` runs (`nfd.experiments.run_gia_limit`). No finite network is trained:
 modes A (`exact`, the limit of the standard network) and B (`decoupled`, NFD under the GIA) are

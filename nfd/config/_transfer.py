@@ -1,4 +1,4 @@
-"""`[transfer]`: learning-rate transfer across depth (spec NFD.md §6, T8–T10).
+"""`[transfer]`: learning-rate transfer across depth (docs/math §6, T8–T10).
 
 Read by ``kind = "transfer"`` runs (`nfd.experiments.run_transfer`, registered in
 `nfd.gallery`). The grid is ``optimizers × variants × widths × depths × lrs``, with the ensemble
@@ -14,7 +14,7 @@ from ._schema_base import ConfigError, positive
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TransferConfig:
-    """`[transfer]`: the grid of the depth-transfer experiment (spec §6)."""
+    """`[transfer]`: the grid of the depth-transfer experiment (§6)."""
 
     widths: tuple[int, ...] = (128,)
     depths: tuple[int, ...] = (2, 4, 8, 16)

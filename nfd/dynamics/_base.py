@@ -1,4 +1,4 @@
-"""The dynamics interface: what the finite network and every limit method share (spec NFD.md §3.4).
+"""The dynamics interface: what the finite network and every limit method share (docs/math §3.4).
 
 A *dynamics* describes one ensemble member (one network, one particle system, one draw set); the
 loop that trains an ensemble of them, `nfd.dynamics.evolve`, is written once. As in Diffrax (a

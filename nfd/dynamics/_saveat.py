@@ -21,7 +21,7 @@ class SaveAt(eqx.Module):
 
     Attributes:
         steps: the saved training steps, increasing (`save_steps`).
-        ntk: save the NTK by which the reported ``f`` moves (spec §1.4).
+        ntk: save the NTK by which the reported ``f`` moves (§1.4).
         kernels: save ``h_kernel`` and ``g_kernel`` at ``layer_times``.
         layer_times: depth-times ``τ`` of the saved kernels; layer ``round(τ L)`` (or step
             ``round(τ K)`` of a limit method).

@@ -1,6 +1,6 @@
-"""Is the gradient-independence assumption right? (spec NFD.md §5, §7.2; acceptance tests T6, T7)
+"""Is the gradient-independence assumption right? (docs/math §5, §7.2; acceptance tests T6, T7)
 
-Standard (reused-weight) and decoupled finite networks that share ``U, W(0), v(0)`` (spec §1.6)
+Standard (reused-weight) and decoupled finite networks that share ``U, W(0), v(0)`` (§1.6)
 are trained side by side over a grid of widths × depths and compared with each other and with the
 two ``n = ∞`` limits at ``K = L``: mode A (`exact`, the limit of the standard network) and mode B
 (`decoupled`, NFD/GIA). Nothing here presumes which limit the standard network approaches: every
@@ -13,10 +13,10 @@ O(1/n): ``n·(E G_0^std − E G_0^dec)`` is a constant in n (`init_coupling`).
 **Training (T7).** Per network, one full step ``t = 0 → 1`` (every system shares ``c(0)``, because
 centred outputs vanish at ``t = 0``) gives the readout-free kernel changes ``δΦ_k = Φ_k(1) − Φ_k(0)``
 (``Φ`` the feature kernel of ``φ(h)``), ``δG_k`` (the network's own backward fields: ``g̃`` for the
-decoupled one) and ``δΘ`` (the own-field NTK), and the χ diagnostic of spec §7.2. Trajectories of
+decoupled one) and ``δΘ`` (the own-field NTK), and the χ diagnostic of §7.2. Trajectories of
 ``T`` steps give the function and loss gaps (readout P2: the networks' own outputs) and the P1
 observables (each network advances ``f`` with its own fields' NTK and is trained with the error
-signal of that ``f``: the finite analogue of the limit's P1 readout, spec §5.3).
+signal of that ``f``: the finite analogue of the limit's P1 readout, §5.3).
 
 **Antithetic pairs.** The law of ``(U, W, W̃, v)`` is invariant under ``v(0) → −v(0)``, so
 averaging every observable over the pair ``(v, −v)`` at fixed ``U, W, W̃`` is unbiased. At fixed
@@ -68,7 +68,7 @@ def _limit_path(cfg, task, depth: int, coupling: str, taus) -> dict:
             "phi_min_eig": np.asarray(res.info.phi_min_eig)[:, layers],
             "g_min_eig": np.asarray(res.info.g_min_eig)[:, layers],
         }
-    chi = np.full((depth,), np.nan)  # χ_ℓ(t = 1) needs a full first batch (spec §5.2)
+    chi = np.full((depth,), np.nan)  # χ_ℓ(t = 1) needs a full first batch (§5.2)
     if (
         method == "linear_exact"
         and coupling == "exact"
@@ -153,7 +153,7 @@ def _reduce(part: dict, depth: int, max_depth: int) -> dict:
 
 def _limits(cfg, task, depth: int, blocks, schedule, progress: bool) -> tuple[dict, dict]:
     """Modes A and B at ``K = L`` (readout P1), reduced: `linear_exact` for linear networks, else
-    standard / decoupled networks of width ``M = limit.particles`` (spec T5(d))."""
+    standard / decoupled networks of width ``M = limit.particles`` (T5(d))."""
     max_depth = max(cfg.gia.depths)
     if limit_method(cfg) in ("linear_exact", "kernel"):
         taus = tuple(cfg.gia.layer_times)
@@ -228,13 +228,13 @@ def _gamma_scan(cfg, task, blocks, schedule, progress: bool) -> dict[str, np.nda
 
 
 def run_gia(cfg, *, task=None, progress: bool | None = None) -> dict[str, np.ndarray]:
-    """Measure the standard-vs-decoupled comparison of `[gia]` (spec §5.3, §7.2, T6, T7).
+    """Measure the standard-vs-decoupled comparison of `[gia]` (§5.3, §7.2, T6, T7).
 
     For every depth ``L`` and width ``n``, ``seeds`` pairs of standard and decoupled networks
     (sharing ``U, W(0), v(0)``; antithetic pairs averaged) and the two limits at ``K = L`` (mode A
     `exact` and mode B `decoupled`, readout P1): `linear_exact` for linear activations (one exact
-    repetition), else the particle method of spec §4.1 with ``M = limit.particles`` (which is a
-    width-``M`` standard / decoupled network, spec T5(d); ``seeds`` pair-averaged repetitions).
+    repetition), else the particle method of §4.1 with ``M = limit.particles`` (which is a
+    width-``M`` standard / decoupled network, T5(d); ``seeds`` pair-averaged repetitions).
 
     Args:
         cfg: a `Config` with ``kind = "gia"`` (SGD, one-layer blocks, one output).

@@ -1,9 +1,9 @@
-"""The gradient-independence verdict at n = ∞ (spec NFD.md §5.3 with the kernel method, §4.3).
+"""The gradient-independence verdict at n = ∞ (docs/math §5.3 with the kernel method, §4.3).
 
 No finite network is trained. For every activation of `[gia_limit]` and depth ``L``, modes A
 (`exact`: the limit of the standard network, with the reused-weight response terms) and B
 (`decoupled`: NFD under the gradient-independence assumption) are solved by the kernel fixed point,
-readout P1 (each mode advances ``f`` with its own fields' NTK, spec §5.3 (2)), at ``K = L`` and,
+readout P1 (each mode advances ``f`` with its own fields' NTK, §5.3 (2)), at ``K = L`` and,
 with ``extrapolate_layers``, at ``2L`` as well: ``2 O(2L) − O(L)`` is the ``K → ∞`` value (the depth
 scheme is weak order 1). Both modes and both depths of one member use one draw set (common random
 numbers; `KernelFixedPoint.draw_refinement` couples ``K`` and ``2K``), so every A − B gap and every

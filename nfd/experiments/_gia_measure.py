@@ -1,4 +1,4 @@
-"""The measurement of the gradient-independence experiment (spec §1.4, §5.3, §7.2): standard and
+"""The measurement of the gradient-independence experiment (§1.4, §5.3, §7.2): standard and
 decoupled `FiniteNetwork` ensembles trained by `nfd.dynamics.evolve`, readout P1 (each network
 advances ``f`` with its own fields' NTK and trains on that ``f``'s error signal) and P2 (its own
 output), with the kernels and the χ diagnostic saved by `GiaObservables` (`SaveAt.fn`)."""
@@ -62,7 +62,7 @@ class GiaObservables(eqx.Module):
     Returns ``phi`` (the feature kernels ``Φ`` of ``φ(h)`` at ``blocks``, ``(R, P, P)``), ``g``
     (the own backward kernels there, class-averaged), ``theta`` (the own-field NTK, ``g̃`` on both
     sides), ``chi`` (``χ_ℓ(t) = b g_{ℓ+1}(0)ᵀ W_ℓ(0)[φ(h_ℓ(t)) − φ(h_ℓ(0))]/(n√n)`` averaged over
-    the training points and outputs, ``(L,)``, spec §7.2) and ``g0`` (``mean_{μν} G_0(0)``).
+    the training points and outputs, ``(L,)``, §7.2) and ``g0`` (``mean_{μν} G_0(0)``).
     Widths are the arrays' ``N``: `measure_depth` rescales those of padded members by ``N/n``.
 
     Attributes:

@@ -1,5 +1,5 @@
 """Members of the gradient-independence experiment: standard and decoupled networks that share
-``U, W(0), v(0)`` (spec §1.6), several widths zero-padded to one size so that they compile as one
+``U, W(0), v(0)`` (§1.6), several widths zero-padded to one size so that they compile as one
 ensemble (`padded_param`), and the initial coupling of their backward kernels (T6,
 `init_coupling`)."""
 
@@ -23,7 +23,7 @@ from ..train import FiniteNetwork
 
 def draw_decoupled(template: ResNet, param: AbstractParameterization, key: PRNGKeyArray) -> ResNet:
     """A decoupled `ResNet` of ``template``'s structure (`jax.eval_shape` of one) with
-    ``U, W, W̃ ~ N(0, 1)`` and ``v ~ N(0, σ_out²)``, `ResNet`'s law (spec §1.1, §1.6), cut from one
+    ``U, W, W̃ ~ N(0, 1)`` and ``v ~ N(0, σ_out²)``, `ResNet`'s law (§1.1, §1.6), cut from one
     standard normal draw of ``key`` (one random-number kernel compiles several times faster than
     `ResNet`'s four); its backward offsets are ``E = W̃ − W``, and ``.as_reused()`` is the standard
     network with the same ``U, W(0), v(0)``."""

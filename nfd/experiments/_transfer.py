@@ -1,12 +1,12 @@
-"""Learning-rate transfer across depth, first-layer collapse and the T10 control (spec §6, T8–T10).
+"""Learning-rate transfer across depth, first-layer collapse and the T10 control (§6, T8–T10).
 
 For every optimizer (SGD, Adam) and block variant (one-layer; two-layer with W1's rate × ``L^a``)
 the finite depth-muP networks are trained over ``widths × depths × lrs`` (seeds × learning rates
 are one vmapped ensemble per (width, depth)) for the config's budget ``optim.steps``; the loss at
 the end is the transfer curve. For SGD the NFD limit at ``K = L`` gives the same curve at
 ``n = ∞`` on the same batch sequence. The collapse diagnostic is W1's own one-step feature update
-``δz^own`` vs ``L`` (expected slope ``a − 1/2``, spec §6) with the n = ∞ NTK share of W1,
-``K_W1`` (slope ``a``, from the two-layer recursion of spec §2). The T10 control compares the
+``δz^own`` vs ``L`` (expected slope ``a − 1/2``, §6) with the n = ∞ NTK share of W1,
+``K_W1`` (slope ``a``, from the two-layer recursion of §2). The T10 control compares the
 pre-activation stream's ``H(τ)_μμ`` (which stays O(1): ``e^{τ/2}`` for ReLU) with the
 post-activation network's feature norm (which grows with ``L``).
 
@@ -124,7 +124,7 @@ def run_transfer(cfg: Config, *, progress: bool | None = None) -> dict[str, np.n
     1 of the same runs: ``dz_own``, ``block_move``, ``df_step`` ``(O, V, I, J, R, S)`` (see
     `_one_step`) and ``limit_dz_own`` ``(O, V, J, R, S)``; ``collapse_lr`` ``(O,)`` (the η0 the
     report reads them at, `collapse_lrs`); ``k_w1`` ``(V, J)`` (W1's share of the n = ∞ NTK
-    diagonal at t = 0, spec §2) and ``k_w1_finite`` ``(V, I, J, S0)`` (the finite networks' at
+    diagonal at t = 0, §2) and ``k_w1_finite`` ``(V, I, J, S0)`` (the finite networks' at
     init, ``S0 = transfer.init_seeds``). With ``post_activation``: ``t10_pre``/``t10_post``
     ``(J, S0, 5)`` (mean squared
     feature at τ ∈ TAUS) and ``t10_ref`` ``(J, 5)`` (the n = ∞ recursion's ``H(τ)_μμ``).
@@ -211,7 +211,7 @@ def run_transfer(cfg: Config, *, progress: bool | None = None) -> dict[str, np.n
 
 def _w1_kernels(cfg: Config, task, vs) -> dict[str, np.ndarray]:
     """W1's share of the NTK diagonal at initialisation (mean over the training points), per
-    two-layer variant and depth: from the n = ∞ recursion of spec §2 (``k_w1``, ``(V, J)``) and
+    two-layer variant and depth: from the n = ∞ recursion of §2 (``k_w1``, ``(V, J)``) and
     from ``transfer.init_seeds`` finite networks per width (``k_w1_finite``, ``(V, I, J, S0)``). W1's SGD
     multiplier carries the ``L^a``, so both are ``L^a ×`` their ``a = 0`` value."""
     tr = cfg.transfer

@@ -1,4 +1,4 @@
-"""The n = ∞ limit: initialization kernels (spec NFD.md §2) and the limit methods (§3, §4), each a
+"""The n = ∞ limit: initialization kernels (docs/math §2) and the limit methods (§3, §4), each a
 dynamics driven by `nfd.dynamics.evolve`."""
 
 from ._cholesky import CholeskyParticles as CholeskyParticles

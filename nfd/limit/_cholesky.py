@@ -1,4 +1,4 @@
-"""The particle method, Cholesky realisation, as a dynamics (spec NFD.md §4.2): mode B only.
+"""The particle method, Cholesky realisation, as a dynamics (docs/math §4.2): mode B only.
 
 ``M`` particles, as in `MatrixParticles` (§4.1), but with **no** ``M × M`` matrix. In mode B
 (`DecoupledWeights`, NFD/GIA) the dynamics see the forward matrix ``W_k`` only through the noise
@@ -49,7 +49,7 @@ memory ``O(K (M N (3 + 2C) + 2 N² (1 + C²)))`` per member, no ``M²``. It pays
 **Readouts and the NTK.** P1 (`NTKReadout`) advances ``f(t+1) = f(t) + η0 Θ(t) c(t)`` with the fields'
 own kernel; P2 (`FeatureReadout`) reads ``(vᵀφ(h_K) − F0)/(γ0 M)``. The saved ``ntk`` follows
 `MatrixParticles`: for P2 it is ``Θ̃`` with *true-sensitivity* rows ``ĝ = γ0 M ∂f/∂h`` (backprop
-through ``W_k``, spec §1.6). ``W_k`` is never formed; its conditional law given the revealed history
+through ``W_k``, §1.6). ``W_k`` is never formed; its conditional law given the revealed history
 is known (`conditional_transpose`), and ``W'`` is drawn at each observation from the initial draw's
 key folded with the step. The true sensitivity never feeds back into the dynamics, so at each saved
 step its law (jointly with the trajectory so far) is that of the matrix realisation; only
@@ -160,7 +160,7 @@ def _normal(key, shape, dtype):
 
 class CholeskyParticles(AbstractDynamics):
     """``M`` particles, ``K`` layer steps, noise from Cholesky extensions of the revealed
-    histories (spec §4.2): mode B, one-layer blocks, P1 and P2.
+    histories (§4.2): mode B, one-layer blocks, P1 and P2.
 
     Attributes:
         num_particles, num_layer_steps: ``M`` (`limit.particles`), ``K`` (`limit.layer_steps`).
@@ -448,7 +448,7 @@ class CholeskyParticles(AbstractDynamics):
         return jnp.einsum("kmp,kmq->kpq", phis, phis, precision=HIGHEST) / self.num_particles
 
     def _theta_c(self, sw: _Sweep, gc, c, points: Points):
-        """``Σ_ν Θ_μν c_ν`` (spec §3.4 step 5) by the one NTK assembly, once per output ``a`` with
+        """``Σ_ν Θ_μν c_ν`` (§3.4 step 5) by the one NTK assembly, once per output ``a`` with
         every kernel contracted with ``c`` on its column: ``G_k`` becomes ``g^a_k(μ)·(g_k·c)(ν)/M``
         and the readout's ``Φ_K ⊗ I_C`` becomes ``Φ_K(μ, ν) c^a_ν``."""
         K, C, Pts = self.num_layer_steps, points.out_dim, points.num_points

@@ -1,4 +1,4 @@
-"""The factor algebra of the Cholesky particle method (spec NFD.md §4.2): the causal extension of
+"""The factor algebra of the Cholesky particle method (docs/math §4.2): the causal extension of
 a whitened Gaussian history by a block of new pairs, with a semi-definite factor.
 
 A *noise history* of one layer step keeps the fields of the evaluated pairs (``φ(h_k)`` for ``ξ``,
@@ -105,7 +105,7 @@ def extend(
     """The noise of ``b`` new columns ``new`` (slots ``start…``) and the new rows of the factors.
 
     ``X = L_old⁻¹ hist_oldᵀ new / M`` (``= L_{new,old}ᵀ``), ``L_{new,new} = chol(S₊)`` with
-    ``S = newᵀnew/M − XᵀX``, and the noise ``Z_old X + Z_new L_{new,new}ᵀ`` (spec §4.2 steps 1–3).
+    ``S = newᵀnew/M − XᵀX``, and the noise ``Z_old X + Z_new L_{new,new}ᵀ`` (§4.2 steps 1–3).
     The inverse grows by the block rule ``[[L_o, 0], [B, L_n]]⁻¹ = [[L_o⁻¹, 0], [−L_n⁻¹ B L_o⁻¹, L_n⁻¹]]``.
     """
     M = hist.shape[0]
@@ -138,7 +138,7 @@ class NoiseHistory(eqx.Module):
         L: lower-triangular ``L`` with ``L Lᵀ = hist_kᵀ hist_k / M`` on the filled pairs ``(K, N, N)``;
             the noise is ``Z Lᵀ``.
         L_inv: the (pseudo-)inverse of ``L``, lower-triangular ``(K, N, N)``: ``L⁻¹`` on the pairs with
-            non-zero pivots, zero rows and columns at zero pivots. It turns spec §4.2's solve
+            non-zero pivots, zero rows and columns at zero pivots. It turns §4.2's solve
             ``L_old L_{new,old}ᵀ = Φ̂(old, new)`` into a product (no triangular solves under jit).
     """
 

@@ -1,4 +1,4 @@
-"""The t = 0 kernels of the depth continuum (L → ∞ after n → ∞), solved by Diffrax (spec NFD.md §2).
+"""The t = 0 kernels of the depth continuum (L → ∞ after n → ∞), solved by Diffrax (docs/math §2).
 
 Under depth-muP the depth-``K`` recursion of `init_kernels` is the Euler scheme (``dτ = 1/K``) of
 
@@ -10,7 +10,7 @@ Under depth-muP the depth-``K`` recursion of `init_kernels` is the Euler scheme 
 With ``A(τ) = ∫_0^τ V'[H]``, ``G(τ) = G(1) ⊙ exp(β² (A(1) − A(τ)))``, so every integral is carried
 forward in one ODE for ``(H, A, B, C)``: ``dA = V'[H]``, ``dB = exp(−β² A) ⊙ V[H]``, ``dC = V[H]``,
 and ``∫ G ⊙ V[H] = G(1) ⊙ exp(β² A(1)) ⊙ B(1)``. An adaptive Runge–Kutta solve to a tight tolerance
-gives the ``K → ∞`` reference that the K-step scheme approaches at rate ``O(1/K)`` (spec T1, T2a).
+gives the ``K → ∞`` reference that the K-step scheme approaches at rate ``O(1/K)`` (T1, T2a).
 """
 
 import diffrax
@@ -51,7 +51,7 @@ def continuum_kernels(
 
     Args:
         param: a depth-muP parameterization (branch ``β/sqrt(L)``, flat SGD block rate): the only
-            one whose depth continuum has this form (spec §2; CompleteP has no diffusion term).
+            one whose depth continuum has this form (§2; CompleteP has no diffusion term).
         activation: ``φ``.
         kx: the input Gram matrix ``K^x_μν = x_μ · x_ν / D``.
         rtol, atol: the adaptive step-size controller's tolerances (Tsit5).

@@ -1,4 +1,4 @@
-"""The kernel fixed-point method as a path dynamics (spec NFD.md §4.3, `limit.method = "kernel"`):
+"""The kernel fixed-point method as a path dynamics (docs/math §4.3, `limit.method = "kernel"`):
 modes A and B, P1 and P2.
 
 The limit of a one-layer depth-muP ResNet trained for ``T`` steps is a single-site process driven
@@ -12,7 +12,7 @@ responses' whitened coefficients) as the fixed point of the map
     iterate → S samples of the single-site process → iterate.
 
 With ``b = param.branch_multiplier(K)``, ``m = param.sgd_multipliers(K)``, ``ε = η0 γ0`` and
-``κ_A = 1`` in mode A, ``0`` in mode B, one *sweep* (spec §3.4; `nfd.limit._fixed_point_sweep`)
+``κ_A = 1`` in mode A, ``0`` in mode B, one *sweep* (§3.4; `nfd.limit._fixed_point_sweep`)
 draws ``u^in``, ``v(0)``, ``ξ_k ~ N(0, Φ_k)`` and ``ρ_k ~ N(0, G_{k+1})`` (independent of each other)
 and, for ``t = 0..T``, runs on every sample
 
@@ -25,7 +25,7 @@ and, for ``t = 0..T``, runs on every sample
                         + m_W b² ε Σ_{s<t, ν} φ(h_{k,ν}(s)) c_ν(s)ᵀ G_{k+1}(s,t)_{ν·}]
     v(t+1)     = v(t) + m_v ε Σ_ν φ(h_{K,ν}(t)) c_ν(t)ᵀ
 
-with ``R_k(t,s) = E[∂φ(h_k(t))/∂ρ_k(s)]`` and ``D_k(t,s) = E[∂g_{k+1}(t)/∂ξ_k(s)]`` (spec §3.1), and the
+with ``R_k(t,s) = E[∂φ(h_k(t))/∂ρ_k(s)]`` and ``D_k(t,s) = E[∂g_{k+1}(t)/∂ξ_k(s)]`` (§3.1), and the
 previous iterate in the noises, drifts and responses. The responses are whitened Stein sums
 (`nfd.limit._fixed_point_response`): with ``ρ_k = L^G_k z^ρ_k`` and ``ξ_k = L^Φ_k z^ξ_k``,
 
@@ -43,12 +43,12 @@ coefficients ``E[φ(h_k(t)) z^ρ_{k,j}]``, ``E[g_{k+1}(t) z^ξ_{k,j}]``); it is 
 ``X ← (1 − λ) X + λ X_new``, until the residual ``max_k max|X_new − X|/max|X|`` (over ``Φ`` and ``G``,
 in mode A also both coefficient arrays, and every layer step ``k``) is below ``tol``.
 
-Readouts (spec §3.3; `readout.predict`/`readout.advance`), evaluated inside the sweep from the
-current samples (at the fixed point this is the spec's "from the current kernels"/"from the previous
+Readouts (§3.3; `readout.predict`/`readout.advance`), evaluated inside the sweep from the
+current samples (at the fixed point this is docs/math's "from the current kernels"/"from the previous
 samples": the samples' moments *are* the kernels there):
 
 * P1 (`NTKReadout`): ``f(0) = 0``, ``f(t+1) = f(t) + η0 Θ(t) c(t)`` with ``Θ(t)`` the fields' own NTK
-  (spec §3.4 step 5) from the step-``t`` samples, formed as the first-order change (no ``Θ``).
+  (§3.4 step 5) from the step-``t`` samples, formed as the first-order change (no ``Θ``).
 * P2 (`FeatureReadout`): ``f(t) = (E_S[v(t) φ(h_K(t))] − E_S[v(0) φ(h_K(0))])/γ0``, the centred
   limit of the standard network (mode A) or of the *decoupled* network (mode B).
 
@@ -74,15 +74,15 @@ steps ``≤ t``, and the fixed-point map is triangular in time and depth.
 P2 in mode A (whose ``g`` is the true sensitivity); for P2 in mode B the kernel ``Θ̃(t)`` by which
 the decoupled network's ``f`` moves, with true-sensitivity rows. The
 true sensitivity ``ĝ = γ0 ∂f/∂h`` backpropagates through the *forward* matrices ``W_k``, whose
-transpose is conditioned on the forward fields, so (spec §3.1) ``W_kᵀ ĝ_{k+1}(t) → ρ̂_k(t) +
+transpose is conditioned on the forward fields, so (§3.1) ``W_kᵀ ĝ_{k+1}(t) → ρ̂_k(t) +
 Σ_{s≤t} D_k(t,s) φ(h_k(s))`` with ``D_k(t,s) = E[∂ĝ_{k+1}(t)/∂ξ_k(s)]``. The Gaussian part ``ρ̂`` is
 independent of everything the decoupled dynamics see, so it drops out of every cross-kernel
-``E[ĝ g̃]`` and is omitted; the response term is estimated by whitened Stein (spec §3.4) on the
+``E[ĝ g̃]`` and is omitted; the response term is estimated by whitened Stein (§3.4) on the
 forward draws, ``Σ_s D_k(t,s) φ(h_k(s)) = Σ_j E[ĝ_{k+1}(t) z^ξ_{k,j}] e^ξ_{k,j}`` over the pairs ``j``
 of steps ``≤ t`` with the same pivot rule as mode A's responses (default ``stein_tol = 1e-6``:
 directions that the jitter alone keeps alive are dropped). The drift of ``ĝ`` uses the cross kernel
 ``E[g̃_{k+1}(s) ĝ_{k+1}(t)ᵀ]``, since ``ΔW`` accumulates the decoupled fields. At ``t = 0``, ``D = 0``
-and ``Θ̃(0)`` is spec §2's. ``Θ̃`` is a post-processing pass on the converged samples.
+and ``Θ̃(0)`` is §2's. ``Θ̃`` is a post-processing pass on the converged samples.
 
 **The iteration** is a ``lax.while_loop``, not `optimistix.fixed_point`: `optx.FixedPointIteration`
 stops on the change of the *damped* iterate entry by entry, ``|y − y_new| ≤ atol + rtol |y_new|``,
@@ -157,7 +157,7 @@ class FixedPointInfo(eqx.Module):
 
 
 class KernelFixedPoint(AbstractPathDynamics):
-    """The mode-A or mode-B limit by the kernel fixed-point method (spec §4.3; module docstring).
+    """The mode-A or mode-B limit by the kernel fixed-point method (§4.3; module docstring).
 
     Each member is one independent draw set of ``S`` samples from its key (``deterministic =
     False``); the spread over members is the Monte Carlo error (`fixed_point_se`).
@@ -170,7 +170,7 @@ class KernelFixedPoint(AbstractPathDynamics):
             whitened Stein) or `DecoupledWeights` (mode B, `"decoupled"`).
         readout: `FeatureReadout` (P2) or `NTKReadout` (P1).
         block: `OneLayer` (the only block kind solved here).
-        damping: ``λ`` in ``X ← (1 − λ) X + λ X_new``; the spec's range is ``[0.3, 1]``. The map is
+        damping: ``λ`` in ``X ← (1 − λ) X + λ X_new``; docs/math's range is ``[0.3, 1]``. The map is
             triangular in time and depth, so ``λ = 1`` usually converges fastest.
         tol: stop when the residual (max relative change of the kernels and, in mode A, of the
             Stein coefficients) is below this.

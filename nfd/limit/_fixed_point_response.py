@@ -1,4 +1,4 @@
-"""Whitened Stein responses of the kernel fixed point (spec NFD.md §3.1, §3.4; `nfd.limit._fixed_point`).
+"""Whitened Stein responses of the kernel fixed point (docs/math §3.1, §3.4; `nfd.limit._fixed_point`).
 
 **Whitened Stein.** A Gaussian noise of the single-site process is drawn as ``x = L z``: ``L`` the
 lower Cholesky factor of its kernel ``X`` over (step, point) pairs in step-major order (so ``L`` is
@@ -14,7 +14,7 @@ instead of whitening every sample; both are the same number. A column ``j`` ente
 satisfies ``L_jj² ≥ stein_tol · X_jj`` (default ``1e-6``): directions that only the factor's jitter
 keeps alive carry no Gaussian direction, and their ``a_j`` would be pure Monte Carlo noise.
 
-**Mode A** (`ReusedWeights`, ``κ_A = 1``) keeps both response terms of spec §3.4,
+**Mode A** (`ReusedWeights`, ``κ_A = 1``) keeps both response terms of §3.4,
 
     h_{k+1}(t) += b Σ_{s<t} R_k(t,s) g_{k+1}(s),   R_k(t,s) = E[∂φ(h_k(t))/∂ρ_k(s)],
     g_k(t)     += φ'(h_k(t)) ⊙ b Σ_{s≤t} D_k(t,s) φ(h_k(s)),   D_k(t,s) = E[∂g_{k+1}(t)/∂ξ_k(s)],

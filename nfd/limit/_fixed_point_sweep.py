@@ -1,4 +1,4 @@
-"""The single-site process of the kernel fixed point (`nfd.limit._fixed_point`, spec NFD.md §4.3).
+"""The single-site process of the kernel fixed point (`nfd.limit._fixed_point`, docs/math §4.3).
 
 Given an iterate (the kernels ``Φ_k``, ``G_k`` over all (step, point) pairs and, in mode A, the
 whitened response coefficients), `sweep` samples the process on ``S`` samples (its equations are in
@@ -6,7 +6,7 @@ whitened response coefficients), `sweep` samples the process on ``S`` samples (i
 returns the next iterate, `residual` the change between two, and `theta_tilde_fields` the kernels of
 mode B's NTK ``Θ̃`` with true-sensitivity rows by whitened Stein on the converged samples. `draw`
 makes the normal draws of one member (common random numbers for every iteration) and `tiled_init`
-the first iterate, the ``t = 0`` kernels of spec §2 at every pair of steps (``R = D = 0``).
+the first iterate, the ``t = 0`` kernels of §2 at every pair of steps (``R = D = 0``).
 """
 
 from typing import TYPE_CHECKING
@@ -161,7 +161,7 @@ def draw(dyn: "KernelFixedPoint", points: Points, num_steps: int, *, key: PRNGKe
 
 
 def tiled_init(dyn: "KernelFixedPoint", points: Points, num_steps: int) -> Kernels:
-    """The t = 0 kernels of spec §2, tiled over every pair of steps (``G^{ab} = δ^{ab} G``); in mode A
+    """The t = 0 kernels of §2, tiled over every pair of steps (``G^{ab} = δ^{ab} G``); in mode A
     zero response coefficients."""
     kx = points.kx
     init = init_kernels(dyn.param, dyn.activation, kx, dyn.num_layer_steps)
@@ -174,7 +174,7 @@ def tiled_init(dyn: "KernelFixedPoint", points: Points, num_steps: int) -> Kerne
     g = _einsum("st,kpq,ab->kspatqb", ones, init.G, eye).reshape(Kp1, T1 * P * C, T1 * P * C)
     if dyn.coupling.decoupled:
         return Kernels(Phi=phi, G=g)
-    N, K = T1 * P, dyn.num_layer_steps  # mode A: R = D = 0 at t = 0 (spec §3.1)
+    N, K = T1 * P, dyn.num_layer_steps  # mode A: R = D = 0 at t = 0 (§3.1)
     zeros = jnp.zeros((K, N, N * C), kx.dtype)
     return Kernels(Phi=phi, G=g, R=zeros, D=jnp.swapaxes(zeros, 1, 2))
 
@@ -325,7 +325,7 @@ def _put(
 
 
 def _theta_c(weights, branch, kx, ph, g, gc, c) -> Float[Array, "Pts C"]:
-    """``Θ(t) c(t)`` of the samples (spec §3.4 step 5) as the first-order change, without ``Θ``."""
+    """``Θ(t) c(t)`` of the samples (§3.4 step 5) as the first-order change, without ``Θ``."""
     S, Kp1 = ph.shape[:2]
     K = Kp1 - 1
     phi_tt = _einsum("ikp,ikq->kpq", ph, ph) / S

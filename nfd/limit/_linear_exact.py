@@ -1,15 +1,15 @@
-"""Exact n = ∞ training dynamics of linear one-layer ResNets (spec NFD.md §4.4): `LinearExact`.
+"""Exact n = ∞ training dynamics of linear one-layer ResNets (docs/math §4.4): `LinearExact`.
 
 For ``φ = id`` the infinite-width limit at depth ``K`` (``K`` layer steps; with ``K = L`` it is
-exactly the ``n → ∞`` limit of the depth-``L`` network of spec §1) is computed with **zero Monte
+exactly the ``n → ∞`` limit of the depth-``L`` network of §1) is computed with **zero Monte
 Carlo error**, in both couplings (mode A `exact` = `ReusedWeights`, mode B `decoupled` =
 `DecoupledWeights`) and both readouts (P1 `NTKReadout`, P2 `FeatureReadout`).
 
-Derivation (the matrix realisation of spec §4.1 with ``M → ∞``, read as a Tensor Program):
+Derivation (the matrix realisation of §4.1 with ``M → ∞``, read as a Tensor Program):
 
 1. **Only ``W_k(0)`` is random.** With ``b`` the branch multiplier and ``m_W b²`` the per-step drift
    weight, ``W_k(t) = W_k(0) + ΔW_k(t)`` and ``b ΔW_k h/sqrt(n) = m_W b² η0γ0 Σ_{s<t,ν}
-   (g_{k+1,ν}(s)·c_ν(s)) (h_{k,ν}(s)·h/n)`` (spec §1.5); likewise ``ΔWᵀ``, ``ΔU`` and ``Δv`` are
+   (g_{k+1,ν}(s)·c_ν(s)) (h_{k,ν}(s)·h/n)`` (§1.5); likewise ``ΔWᵀ``, ``ΔU`` and ``Δv`` are
    sums of fields weighted by inner products. So a training run is a program that applies the fixed
    Gaussian matrices ``W_k(0)`` (forward) and ``W_k(0)ᵀ`` (backward; ``W̃_k(0)ᵀ`` in mode B) to
    fields and otherwise only forms linear combinations whose weights are kernels.
@@ -26,18 +26,18 @@ Derivation (the matrix realisation of spec §4.1 with ``M → ∞``, read as a T
    ``e_j`` (Gram–Schmidt on coefficient vectors, each sweep's new inputs orthogonalised twice against
    the old basis and then column by column with a rank tolerance), basis vector ``e_j`` is mapped to
    primitive ``z^ξ_{k,j}``, and ``Ẑ^{Wx} = Σ_j (x·e_j) z^ξ_{k,j}``: ``ξ_k ~ GP(0, Φ_k)`` drawn
-   causally in whitened form (spec §3.4). Inputs may contain earlier ``z^ξ_k``; only new
+   causally in whitened form (§3.4). Inputs may contain earlier ``z^ξ_k``; only new
    primitives are attached to new directions, so the map stays an isometry. ``Wᵀ`` has its own
    basis ``e'_j`` and primitives ``z^ρ_{k,j}`` (``ρ_k ~ GP(0, G_{k+1})``), independent of the
    ``z^ξ``. ``Ż`` is the Stein (response) term, ``Ż^{Wx} = Σ_y Z^y E[∂Z^x/∂Ẑ^{Wᵀy}]``; in whitened
    form ``Ż^{Wx} = Σ_j (∂x/∂z^ρ_{k,j}) e'_j`` (the coefficient of ``x`` on ``z^ρ_{k,j}`` times the
-   backward basis vector), which is ``Σ_{s<t} R_k(t,s) g_{k+1}(s)`` of spec §3.1, and likewise
+   backward basis vector), which is ``Σ_{s<t} R_k(t,s) g_{k+1}(s)`` of §3.1, and likewise
    ``Ż^{Wᵀy} = Σ_j (∂y/∂z^ξ_{k,j}) e_j = Σ_{s≤t} D_k(t,s) h_k(s)``. Every field is linear in the
    primitives, so these derivatives are exact numbers. Mode A keeps ``Ż``; mode B backpropagates
    through an independent ``W̃_k(0)`` that is never applied forward (and ``W_k(0)`` never
    backward), so ``Ż ≡ 0`` there while every ``ΔW`` drift is kept (NFD/GIA). At ``t = 0`` no field
-   carries a ``z^ρ`` before ``W_k`` acts, so ``R = D = 0`` (spec §3.1).
-4. **Causal order** (spec §3.4): at step ``t`` the forward sweep (inputs to ``W_k``: ``h_k(t)``)
+   carries a ``z^ρ`` before ``W_k`` acts, so ``R = D = 0`` (§3.1).
+4. **Causal order** (§3.4): at step ``t`` the forward sweep (inputs to ``W_k``: ``h_k(t)``)
    sees backward primitives of steps ``s < t``; the backward sweep (inputs to ``W_kᵀ``:
    ``g_{k+1}(t)``) sees forward primitives of steps ``s ≤ t``. ``f`` (P1 or P2), ``c(t)``, ``Δv`` and
    the P1 kernel step then follow exactly.
@@ -53,7 +53,7 @@ direction below ``rank_rtol × max|x|`` is dropped: for exactly dependent inputs
 test directions outside the training inputs' span, ``c = 0``) it is round-off, otherwise the error
 it leaves is of that relative size. The bases stay orthonormal to ~1e-15.
 
-Also exposed: `first_step_response`, mode A's forward response ``R_k(1, 0)`` (spec §5.2 (b)).
+Also exposed: `first_step_response`, mode A's forward response ``R_k(1, 0)`` (§5.2 (b)).
 
 Reported kernels are exact: ``Φ_k = H_k``, ``G_k`` (class-averaged), the NTK by which ``f`` moves
 (the fields' own ``Θ``; for mode B read out by P2 the ``Θ̃`` whose rows use the true sensitivity,
@@ -97,7 +97,7 @@ from ._linear_exact_run import RANK_RTOL, Run, Scalars
 
 
 class LinearExact(AbstractPathDynamics):
-    """Exact ``n = ∞`` dynamics of a linear one-layer ResNet at depth ``K`` (spec §4.4).
+    """Exact ``n = ∞`` dynamics of a linear one-layer ResNet at depth ``K`` (§4.4).
 
     No sampling: the result is the ``M → ∞`` limit of `MatrixParticles` with ``Linear()`` (and, at
     ``K = L``, the ``n → ∞`` limit of the finite linear network) in the chosen coupling and readout.
@@ -180,7 +180,7 @@ def first_step_response(
     loss: AbstractLoss,
     lr: float,
 ) -> Float[Array, "K P C"]:
-    """Mode A's forward response ``R_k(1, 0)`` after one full-batch step (spec §3.1, §5.2 (b)).
+    """Mode A's forward response ``R_k(1, 0)`` after one full-batch step (§3.1, §5.2 (b)).
 
     The Stein term of layer step ``k`` at ``t = 1`` is ``Ż_{k,μ}(1) = Σ_ν R_k(1,0)_{μν} g_{k+1,ν}(0)``.
     For linear nets ``g_{k+1,ν}(0)`` is the same field for every point ``ν``, so only the point sum is

@@ -1,4 +1,4 @@
-"""The host-side machinery of the exact linear oracle (`nfd.limit._linear_exact`, spec NFD.md §4.4).
+"""The host-side machinery of the exact linear oracle (`nfd.limit._linear_exact`, docs/math §4.4).
 
 A field is the vector of its coefficients on i.i.d. N(0, 1) primitives; `Run` carries the fields
 of every layer step and sweep, the orthonormal bases of the inputs met by each ``W_k`` (forward)

@@ -1,4 +1,4 @@
-"""The random-matrix particle method as a dynamics (spec NFD.md §4.1): modes A and B, P1 and P2.
+"""The random-matrix particle method as a dynamics (docs/math §4.1): modes A and B, P1 and P2.
 
 With ``B_k`` the effective block matrices of `nfd.limit._particles` and ``b`` the branch multiplier
 at depth ``K``, one training step is
@@ -12,9 +12,9 @@ in **accumulator form** (required, §4.5): ``B_k += m_W b² η0γ0 (1/M) Σ_{ν�
 φ(h_{k,ν})ᵀ``, ``A_in += (1/D) Σ_ν (g_{0,ν}·c_ν) x_νᵀ``, ``v += m_v η0γ0 Σ_ν φ(h_{K,ν}) c_νᵀ``, exactly
 as a finite net accumulates ``ΔW``, so the cost of a training step, ``O(K M² (P+Q) C)``, does not
 grow with ``t``. With ``M = n``, ``K = L`` and the finite network's own matrices this *is* that
-network (spec T5d), which the tests check to float precision.
+network (T5d), which the tests check to float precision.
 
-Readouts (spec §3.3): P2 reads ``f = (vᵀφ(h_K) − F0)/(γ0 M)`` from the particles, centred by its
+Readouts (§3.3): P2 reads ``f = (vᵀφ(h_K) − F0)/(γ0 M)`` from the particles, centred by its
 value at ``t = 0``; P1 advances ``f(t+1) = f(t) + η0 Θ(t) c(t)`` from ``f(0) = 0`` with the
 particles' own kernel, computed as the first-order change of the particle function, without
 forming ``Θ``.
@@ -34,7 +34,7 @@ from ._particles import HIGHEST, Particles, Sweep, backward_sweep, forward_sweep
 
 
 class ParticleState(eqx.Module):
-    """The evolving state of one particle system (spec §4.1 in accumulator form).
+    """The evolving state of one particle system (§4.1 in accumulator form).
 
     ``B`` (and ``B1`` for two-layer blocks) are the effective block matrices
     ``b W_k/sqrt(M) + m_W b² η0γ0 A_k`` (``W1_k/sqrt(M) + m_W1 η0γ0 A1_k``); ``B_back``/``B1_back``
@@ -58,7 +58,7 @@ def _mm(a, b):
 
 
 class MatrixParticles(AbstractDynamics):
-    """``M`` particles, ``K`` layer steps, noise from fixed random matrices (spec §4.1).
+    """``M`` particles, ``K`` layer steps, noise from fixed random matrices (§4.1).
 
     Attributes:
         num_particles, num_layer_steps: ``M`` (`limit.particles`), ``K`` (`limit.layer_steps`).
@@ -282,7 +282,7 @@ class MatrixParticles(AbstractDynamics):
         return nn.block_pairs(self.block, sw.G, phi(sw.H), sw.Gz, phi_z)
 
     def _theta_c(self, sw, pairs, lcs, gc0, dv, points, idx, weights):
-        """``Σ_ν Θ_μν c_ν`` (spec §3.4 step 5) in Gram form over the batch:
+        """``Σ_ν Θ_μν c_ν`` (§3.4 step 5) in Gram form over the batch:
         ``m_U σ² Σ_b K^x_μb (g_0μ·gc_0b)/M + Σ_blocks w Σ_k Σ_b (left_kμ·lc_kb)(right_kμ·right_kb)/M²
         + m_v Φ_K c``."""
         M = sw.H.shape[1]

@@ -1,4 +1,4 @@
-"""Particles of the random-matrix realisation (spec NFD.md §4.1): the draw, and the depth sweeps.
+"""Particles of the random-matrix realisation (docs/math §4.1): the draw, and the depth sweeps.
 
 ``M`` particles are the coordinates of the single-site process. The forward and backward noises of
 layer step ``k`` come from fixed matrices, ``ξ_k = W_k φ(h_k)/sqrt(M)`` and ``ρ_k = W̃_kᵀ g_{k+1}/sqrt(M)``,
@@ -31,7 +31,7 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class Particles(eqx.Module):
-    """The random initial draw of one particle system (spec §4.1, ``init``).
+    """The random initial draw of one particle system (§4.1, ``init``).
 
     Attributes:
         U: input weights ``(M, D)``, standard normal.
@@ -76,7 +76,7 @@ def sample_particles(
     key: PRNGKeyArray,
 ) -> Particles:
     """Draw ``U, W_k, W̃_k, v(0)`` (and ``W1_k, W̃1_k`` for two-layer blocks) for ``M`` particles
-    and ``K`` layer steps (spec §4.1)."""
+    and ``K`` layer steps (§4.1)."""
     for name, value in (("particles", num_particles), ("layer_steps", num_layer_steps)):
         if value < 1:
             raise ValueError(f"[limit] {name} must be >= 1, got {value}.")
@@ -102,7 +102,7 @@ def sample_particles(
 
 
 def particles_from_resnet(model) -> Particles:
-    """The particle system that *is* a finite network (``M = n``, ``K = L``; spec T5d).
+    """The particle system that *is* a finite network (``M = n``, ``K = L``; T5d).
 
     Reads a pre-activation `nfd.ResNet`'s ``U``, block matrices, backward offsets and ``v`` (mode A
     for a reused network, mode B, ``W̃ = W(0) + E``, for a decoupled one); one- and two-layer blocks.

@@ -1,18 +1,18 @@
-"""Initialization kernels at n = ∞: the depth-K recursions of spec NFD.md §2.
+"""Initialization kernels at n = ∞: the depth-K recursions of docs/math §2.
 
 At t = 0 every field of the infinite-width network is a Gaussian process whose kernels obey a
 deterministic recursion over the ``K`` layer steps (exact at n = ∞ for a network of ``L = K``
 blocks; the Euler scheme of the depth continuum otherwise). With ``b = param.branch_multiplier(K)``
 (``β/sqrt(K)`` for depth-muP) and the SGD multipliers ``m = param.sgd_multipliers(K, block)``
-(spec §1.3):
+(§1.3):
 
-One-layer blocks (spec §2):
+One-layer blocks (§2):
 
 * ``H_0 = σ_in² K^x``, ``H_{k+1} = H_k + b² V[H_k]``;
 * ``G_K = σ_out² V'[H_K]``, ``G_k = G_{k+1} ⊙ (1 + b² V'[H_k])``;
 * ``Θ = m_U σ_in² K^x ⊙ G_0 + m_W b² Σ_k G_{k+1} ⊙ V[H_k] + m_v V[H_K]``.
 
-Two-layer blocks (spec §2, §6), with ``Z_k = V[H_k]`` the kernel of ``z_k = W1_k φ(h_k)/sqrt(n)``:
+Two-layer blocks (§2, §6), with ``Z_k = V[H_k]`` the kernel of ``z_k = W1_k φ(h_k)/sqrt(n)``:
 
 * ``H_{k+1} = H_k + b² V[Z_k]``;
 * ``G_k = G_{k+1} ⊙ (1 + b² V'[H_k] ⊙ V'[Z_k])``;
@@ -22,13 +22,13 @@ Two-layer blocks (spec §2, §6), with ``Z_k = V[H_k]`` the kernel of ``z_k = W1
 The W1 term follows from ``γ0 n ∂f/∂W1_k = g^z_k φ(h_k)ᵀ/sqrt(n)`` with
 ``g^z_k = b φ'(z_k) ⊙ W2_kᵀ g_{k+1}/sqrt(n)``, whose kernel is ``G^z_k = b² V'[Z_k] ⊙ G_{k+1}``;
 for depth-muP (``m_W1 = L^a``, ``b² = β²/L``) it is the ``L^a (β²/L) V'[Z] ⊙ G ⊙ V[H]`` of
-spec §2 and §6.
+§2 and §6.
 
-Decoupled backward weights (spec §1.6) give the non-symmetric kernel ``Θ̃`` with the true ``g``
+Decoupled backward weights (§1.6) give the non-symmetric kernel ``Θ̃`` with the true ``g``
 on the left and the decoupled ``g̃`` on the right. At t = 0 the two share only the readout ``v``:
 each block adds to ``g`` and ``g̃`` terms built from independent matrices (``W`` versus ``W̃``),
 whose cross kernel vanishes at n = ∞, so ``g_k · g̃_k / n = σ_out² V'[H_K]`` at every ``k``.
-Hence (spec §2)
+Hence (§2)
 
 * one-layer: ``Θ̃ = [m_U σ_in² K^x + m_W b² Σ_k V[H_k]] ⊙ σ_out² V'[H_K] + m_v V[H_K]``;
 * two-layer (derived here): the U and W2 terms take the cross kernel ``σ_out² V'[H_K]`` in place of
@@ -50,7 +50,7 @@ from ..param import AbstractBlock, AbstractParameterization, OneLayer
 
 
 class InitKernels(eqx.Module):
-    """The t = 0 kernels of the n = ∞ network on ``P`` points (spec §2).
+    """The t = 0 kernels of the n = ∞ network on ``P`` points (§2).
 
     Index ``k`` runs over layer steps; ``H[k]``, ``Phi[k]`` and ``G[k]`` are the kernels at the
     input of step ``k`` (``k = K``: the last residual stream, read out by ``v``). The leading axis
@@ -60,8 +60,8 @@ class InitKernels(eqx.Module):
         H: forward preactivation kernels ``H_k``, ``k = 0..K``, shape ``(K+1, P, P)``.
         Phi: feature kernels ``Φ_k = V[H_k]``, ``k = 0..K``, shape ``(K+1, P, P)``.
         G: backward kernels ``G_k`` (per output; ``G^{ab} = δ^{ab} G``), shape ``(K+1, P, P)``.
-        Theta: the NTK ``Θ(0)`` (per output; spec §1.4 normalisation), shape ``(P, P)``.
-        Theta_decoupled: ``Θ̃(0)`` of decoupled backward weights (spec §1.6, §2), shape ``(P, P)``.
+        Theta: the NTK ``Θ(0)`` (per output; §1.4 normalisation), shape ``(P, P)``.
+        Theta_decoupled: ``Θ̃(0)`` of decoupled backward weights (§1.6, §2), shape ``(P, P)``.
         Theta_parts: the per-tensor terms of ``Θ`` (keys ``U, W, v`` or ``U, W1, W2, v``); they
             sum to ``Theta``.
         Theta_decoupled_parts: the per-tensor terms of ``Θ̃`` (same keys), summing to it.
@@ -98,12 +98,12 @@ def init_kernels(
     num_steps: int,
     block: AbstractBlock = OneLayer(),
 ) -> InitKernels:
-    """The t = 0 kernels ``H_k, G_k, Θ, Θ̃`` by the depth-``K`` recursion of spec §2.
+    """The t = 0 kernels ``H_k, G_k, Θ, Θ̃`` by the depth-``K`` recursion of §2.
 
     Exact at n = ∞ for a network with ``L = num_steps`` blocks; for the depth continuum it is the
     Euler scheme with ``dτ = 1/K`` (error O(1/K)). The branch factor and the multipliers are read
     from ``param`` at depth ``K`` (``b = param.branch_multiplier(K)``,
-    ``param.sgd_multipliers(K, block)``), so depth-muP gives the ``β²/L`` of spec §2 and the other
+    ``param.sgd_multipliers(K, block)``), so depth-muP gives the ``β²/L`` of §2 and the other
     parameterizations their own weights. Both recursions run as ``lax.scan`` over the layer steps,
     so compile time does not grow with ``K``.
 

@@ -1,4 +1,4 @@
-"""Finite residual networks (spec NFD.md §1)."""
+"""Finite residual networks (docs/math §1)."""
 
 from ._kernels import class_gram as class_gram
 from ._kernels import empirical_ntk as empirical_ntk

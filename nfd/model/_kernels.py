@@ -1,6 +1,6 @@
-"""Empirical kernels of a finite network from its fields (spec NFD.md §0, §1.4).
+"""Empirical kernels of a finite network from its fields (docs/math §0, §1.4).
 
-The NTK is normalised so that ``f(t+1) ≈ f(t) + η0 Θ(t) c(t)`` under SGD (spec §1.4):
+The NTK is normalised so that ``f(t+1) ≈ f(t) + η0 Θ(t) c(t)`` under SGD (§1.4):
 
     Θ = m_U σ_in² K^x ⊙ G_0 + m_W b² Σ_ℓ G_{ℓ+1} ⊙ Φ_ℓ + m_v Φ_L              (one-layer)
     Θ = m_U σ_in² K^x ⊙ G_0 + Σ_ℓ [m_W2 b² G_{ℓ+1} ⊙ Φ^z_ℓ + m_W1 G^z_ℓ ⊙ Φ_ℓ] + m_v Φ_L   (two-layer)
@@ -8,7 +8,7 @@ The NTK is normalised so that ``f(t+1) ≈ f(t) + η0 Θ(t) c(t)`` under SGD (sp
 with ``b`` the branch multiplier and ``m_θ`` the SGD multipliers of the parameterization. It is exact
 at every width (the weight gradients are rank one per example). For a decoupled network the function
 moves with the non-symmetric ``Θ̃``: true sensitivities ``g`` on the left (row index), decoupled ``g̃``
-on the right (spec §1.6). With ``C > 1`` outputs the class-averaged diagonal block is returned.
+on the right (§1.6). With ``C > 1`` outputs the class-averaged diagonal block is returned.
 """
 
 import jax
@@ -43,7 +43,7 @@ def point_fields(model: ResNet, xs: Float[Array, "P D"]) -> ResNetFields:
 def ntk_parts(
     model: ResNet, xs: Float[Array, "P D"], left: ResNetFields, right: ResNetFields
 ) -> dict[str, Float[Array, "P P"]]:
-    """The per-tensor terms of the NTK of spec §1.4 (keys ``U, W, v`` or ``U, W1, W2, v``), from
+    """The per-tensor terms of the NTK of §1.4 (keys ``U, W, v`` or ``U, W1, W2, v``), from
     batched fields (``left``: true ``g``; ``right``: propagated), by `nfd.nn.ntk_parts`."""
     phi = model.activation
     phi_h = phi(left.h)
@@ -63,7 +63,7 @@ def ntk_parts(
 def ntk_from_fields(
     model: ResNet, xs: Float[Array, "P D"], left: ResNetFields, right: ResNetFields
 ) -> Float[Array, "P P"]:
-    """The NTK of spec §1.4 from batched fields (``left``: true ``g``; ``right``: propagated)."""
+    """The NTK of §1.4 from batched fields (``left``: true ``g``; ``right``: propagated)."""
     return nn.sum_parts(ntk_parts(model, xs, left, right))
 
 
@@ -80,7 +80,7 @@ def empirical_ntk_parts(model: ResNet, xs: Float[Array, "P D"]) -> dict[str, Flo
 
 
 def empirical_ntk(model: ResNet, xs: Float[Array, "P D"]) -> Float[Array, "P P"]:
-    """The empirical NTK ``Θ`` (``Θ̃`` for decoupled networks) on the points ``xs`` (spec §1.4)."""
+    """The empirical NTK ``Θ`` (``Θ̃`` for decoupled networks) on the points ``xs`` (§1.4)."""
     return ntk_from_fields(model, xs, *_fields_pair(model, xs))
 
 

@@ -1,4 +1,4 @@
-"""The finite pre-activation ResNet of spec NFD.md §1.1, written for one example.
+"""The finite pre-activation ResNet of docs/math §1.1, written for one example.
 
     h_0 = σ_in U x / sqrt(D)
     one_layer:  h_{ℓ+1} = h_ℓ + b W_ℓ φ(h_ℓ) / sqrt(N)
@@ -31,7 +31,7 @@ def block_matvec(
 ) -> Float[Array, " N"]:
     """``W a`` whose cotangent to ``a`` is taken through ``(W + E)ᵀ`` when ``offset`` is ``E``.
 
-    The gradient with respect to ``W`` is the ordinary ``ct aᵀ`` in both modes (spec §1.6). Written
+    The gradient with respect to ``W`` is the ordinary ``ct aᵀ`` in both modes (§1.6). Written
     with `stop_gradient` rather than a `custom_vjp` so that under `vmap` over examples the weight
     cotangent is a single batched matmul, as in ordinary autodiff.
     """
@@ -42,7 +42,7 @@ def block_matvec(
 
 
 class ResNetFields(eqx.Module):
-    """Forward and backward fields of one example (spec §1.2).
+    """Forward and backward fields of one example (§1.2).
 
     Attributes:
         h: preactivations ``h_ℓ``, ℓ = 0..L, shape ``(L+1, N)``.
@@ -61,7 +61,7 @@ class ResNetFields(eqx.Module):
 
 
 class ResNet(eqx.Module):
-    """Depth-scaled pre-activation ResNet (spec §1.1) with reused or decoupled backward weights.
+    """Depth-scaled pre-activation ResNet (§1.1) with reused or decoupled backward weights.
 
     Attributes:
         U: input weights ``(N, D)``.
@@ -110,9 +110,7 @@ class ResNet(eqx.Module):
             if int(value) != value or value < low:
                 raise ValueError(f"ResNet needs {name} >= {low} (an integer), got {name}={value}.")
         if post_activation and block.two_layer:
-            raise ValueError(
-                "post_activation=True is only defined for one_layer blocks (spec T10)."
-            )
+            raise ValueError("post_activation=True is only defined for one_layer blocks (T10).")
         param.check_block(block)
         dtype = jnp.result_type(float) if dtype is None else dtype
         u_key, w_key, v_key, e_key = jr.split(key, 4)
@@ -191,7 +189,7 @@ class ResNet(eqx.Module):
         return self._forward(x, eps_h, eps_z)[0]
 
     def fields(self, x: Float[Array, " D"]) -> ResNetFields:
-        """All preactivations and backward fields of one input (spec §1.2).
+        """All preactivations and backward fields of one input (§1.2).
 
         The backward fields are those of the network's own backward mode: for `DecoupledWeights`
         they are the decoupled ``g̃``; use ``model.as_reused().fields(x)`` for the true sensitivity.

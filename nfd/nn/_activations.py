@@ -1,13 +1,13 @@
-"""Activations with their Gaussian dual kernels (spec NFD.md §0 "Activations", §2).
+"""Activations with their Gaussian dual kernels (docs/math §0 "Activations", §2).
 
 Every activation ``φ`` knows, besides ``φ`` and ``φ'``, its two dual maps on a bivariate Gaussian
 ``(a, b) ~ N(0, [[h11, h12], [h12, h22]])``:
 
-* ``dual(h11, h12, h22) = E[φ(a) φ(b)]`` (the map ``V`` of spec §2),
-* ``dual_deriv(h11, h12, h22) = E[φ'(a) φ'(b)]`` (the map ``V'`` of spec §2).
+* ``dual(h11, h12, h22) = E[φ(a) φ(b)]`` (the map ``V`` of §2),
+* ``dual_deriv(h11, h12, h22) = E[φ'(a) φ'(b)]`` (the map ``V'`` of §2).
 
-Closed forms are used where spec §2 gives one (``linear``, ``relu``, ``erf``); ``tanh`` and
-``gelu`` use the 2-D Gauss–Hermite rule of spec §2 (`gauss_hermite_expectation`). Like a Neural
+Closed forms are used where §2 gives one (``linear``, ``relu``, ``erf``); ``tanh`` and
+``gelu`` use the 2-D Gauss–Hermite rule of §2 (`gauss_hermite_expectation`). Like a Neural
 Tangents layer, each finite activation carries its infinite-width kernel, so the finite model and
 the limit cannot drift.
 
@@ -52,7 +52,7 @@ def gauss_hermite_expectation(
     h22: Float[Array, "*shape"],
     num_nodes: int = 64,
 ) -> Float[Array, "*shape"]:
-    """``E[fn(a, b)]``, ``(a, b) ~ N(0, [[h11, h12], [h12, h22]])``, by 2-D Gauss–Hermite (spec §2).
+    """``E[fn(a, b)]``, ``(a, b) ~ N(0, [[h11, h12], [h12, h22]])``, by 2-D Gauss–Hermite (§2).
 
     With ``Q = num_nodes`` physicists' nodes ``t_i``, weights ``w_i`` and ``x_i = sqrt(2) t_i``:
     ``a_i = sqrt(h11) x_i``, ``b_ij = (h12 / sqrt(h11)) x_i + sqrt(max(h22 - h12²/h11, 0)) x_j`` and
@@ -65,7 +65,7 @@ def gauss_hermite_expectation(
         h11: variance of ``a``.
         h12: covariance of ``a`` and ``b``.
         h22: variance of ``b``.
-        num_nodes: ``Q``, nodes per dimension (spec §2 fixes 64).
+        num_nodes: ``Q``, nodes per dimension (§2 fixes 64).
 
     Returns:
         The quadrature estimate, of the common shape and dtype of ``h11, h12, h22``.
@@ -106,7 +106,7 @@ def gauss_hermite_expectation(
 
 
 class AbstractActivation(eqx.Module):
-    """An elementwise activation ``φ`` that knows its Gaussian dual kernels (spec §2).
+    """An elementwise activation ``φ`` that knows its Gaussian dual kernels (§2).
 
     Subclasses implement ``φ`` (`__call__`), ``φ'`` (`deriv`), ``V`` (`dual`), ``V'``
     (`dual_deriv`) and the config name (`name`, the value of `model.activation`).
@@ -132,7 +132,7 @@ class AbstractActivation(eqx.Module):
         h12: Float[Array, "*shape"],
         h22: Float[Array, "*shape"],
     ) -> Float[Array, "*shape"]:
-        """``E[φ(a) φ(b)]``, ``(a, b) ~ N(0, [[h11, h12], [h12, h22]])``, elementwise (spec §2)."""
+        """``E[φ(a) φ(b)]``, ``(a, b) ~ N(0, [[h11, h12], [h12, h22]])``, elementwise (§2)."""
 
     @abc.abstractmethod
     def dual_deriv(
@@ -145,7 +145,7 @@ class AbstractActivation(eqx.Module):
 
 
 class Linear(AbstractActivation):
-    """``φ(x) = x``: ``V[H] = H``, ``V'[H] = 1`` (spec §2)."""
+    """``φ(x) = x``: ``V[H] = H``, ``V'[H] = 1`` (§2)."""
 
     @property
     def name(self) -> str:
@@ -165,7 +165,7 @@ class Linear(AbstractActivation):
 
 
 class Relu(AbstractActivation):
-    """``φ(x) = max(x, 0)`` with ``φ'(0) = 0``; arc-cosine dual kernels (spec §2).
+    """``φ(x) = max(x, 0)`` with ``φ'(0) = 0``; arc-cosine dual kernels (§2).
 
     With ``ρ = clip(h12 / sqrt(h11 h22), -1, 1)`` and ``θ = arccos ρ``:
     ``V = sqrt(h11 h22)(sin θ + (π - θ) ρ) / (2π)`` and ``V' = (π - θ) / (2π)``. It is evaluated
@@ -207,7 +207,7 @@ class Relu(AbstractActivation):
 
 
 class Erf(AbstractActivation):
-    """``φ(x) = erf(x)`` (not rescaled), with closed-form dual kernels (spec §2).
+    """``φ(x) = erf(x)`` (not rescaled), with closed-form dual kernels (§2).
 
     ``V = (2/π) arcsin(2 h12 / sqrt((1 + 2 h11)(1 + 2 h22)))`` and
     ``V' = (4/π) / sqrt((1 + 2 h11)(1 + 2 h22) - 4 h12²)``.
@@ -233,7 +233,7 @@ class Erf(AbstractActivation):
 
 
 class Tanh(AbstractActivation):
-    """``φ(x) = tanh(x)``; dual kernels by 64-node Gauss–Hermite (spec §2)."""
+    """``φ(x) = tanh(x)``; dual kernels by 64-node Gauss–Hermite (§2)."""
 
     @property
     def name(self) -> str:
@@ -254,7 +254,7 @@ class Tanh(AbstractActivation):
 
 
 class Gelu(AbstractActivation):
-    """Exact GELU ``φ(x) = x · ½(1 + erf(x/√2))``; dual kernels by Gauss–Hermite (spec §2)."""
+    """Exact GELU ``φ(x) = x · ½(1 + erf(x/√2))``; dual kernels by Gauss–Hermite (§2)."""
 
     @property
     def name(self) -> str:
@@ -285,7 +285,7 @@ def cross_kernel_map(
     *,
     deriv: bool = False,
 ) -> Float[Array, "*batch P Q"]:
-    """``V`` (or ``V'`` with ``deriv=True``) between two point sets (spec §2).
+    """``V`` (or ``V'`` with ``deriv=True``) between two point sets (§2).
 
     Args:
         act: the activation ``φ``.
@@ -305,7 +305,7 @@ def cross_kernel_map(
 def kernel_map(
     act: AbstractActivation, h: Float[Array, "*batch P P"]
 ) -> Float[Array, "*batch P P"]:
-    """``V[H]_μν = E[φ(a)φ(b)]`` with ``(a, b) ~ N(0, [[H_μμ, H_μν], [H_μν, H_νν]])`` (spec §2).
+    """``V[H]_μν = E[φ(a)φ(b)]`` with ``(a, b) ~ N(0, [[H_μμ, H_μν], [H_μν, H_νν]])`` (§2).
 
     The result is symmetrised, ``(V + Vᵀ)/2``, so quadrature error cannot break symmetry (a no-op
     for the closed forms).
@@ -325,7 +325,7 @@ def kernel_map(
 def kernel_map_deriv(
     act: AbstractActivation, h: Float[Array, "*batch P P"]
 ) -> Float[Array, "*batch P P"]:
-    """``V'[H]_μν = E[φ'(a)φ'(b)]`` with ``(a, b)`` as in `kernel_map` (spec §2), symmetrised.
+    """``V'[H]_μν = E[φ'(a)φ'(b)]`` with ``(a, b)`` as in `kernel_map` (§2), symmetrised.
 
     Args:
         act: the activation ``φ``.

@@ -1,4 +1,4 @@
-"""Per-example losses ``ℓ(f, y)`` (spec NFD.md §1.1) and the one error signal of every dynamics.
+"""Per-example losses ``ℓ(f, y)`` (docs/math §1.1) and the one error signal of every dynamics.
 
 The error signal is ``Δ = −∂ℓ/∂f``; with minibatch ``B_t`` the sample weights of a training step are
 ``c_ν = 1[ν ∈ B_t] Δ_ν / |B_t|`` (`error_signal`), read by the finite network and every limit method.
@@ -54,7 +54,7 @@ class CrossEntropy(AbstractLoss):
 def error_signal(
     loss: AbstractLoss, f: Float[Array, "Pts C"], y: Float[Array, "Pts C"], idx: Int[Array, " B"]
 ) -> Float[Array, "Pts C"]:
-    """``c_ν = 1[ν ∈ B] Δ_ν / |B|`` over all tracked points (spec §1.1); zero off the batch."""
+    """``c_ν = 1[ν ∈ B] Δ_ν / |B|`` over all tracked points (§1.1); zero off the batch."""
     delta = jax.vmap(loss.error_signal)(f[idx], y[idx]) / idx.shape[0]
     return jnp.zeros(f.shape, f.dtype).at[idx].add(delta)
 

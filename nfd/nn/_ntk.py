@@ -1,4 +1,4 @@
-"""The one NTK assembly (spec NFD.md §1.4), shared by the finite network and every limit method.
+"""The one NTK assembly (docs/math §1.4), shared by the finite network and every limit method.
 
 The NTK is normalised so that ``f(t+1) ≈ f(t) + η0 Θ(t) c(t)`` under SGD:
 

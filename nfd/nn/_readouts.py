@@ -1,4 +1,4 @@
-"""Prediction readouts (spec NFD.md §3.3): how a dynamics turns its fields into the function ``f``.
+"""Prediction readouts (docs/math §3.3): how a dynamics turns its fields into the function ``f``.
 
 Every dynamics (the finite network and each limit method) carries two candidate predictions: the
 *feature* output ``(vᵀφ(h_L) − F0)/(γ0 n)`` (centred by its ``t = 0`` value) and the *kernel*
@@ -22,7 +22,7 @@ class AbstractReadout(eqx.Module):
         true_sensitivity: whether the reported ``f`` moves with the true sensitivity
             ``γ0 n ∂f/∂h`` (the feature readout P2, whose gradient backpropagates through the
             forward weights), so that a decoupled network's saved NTK is the non-symmetric ``Θ̃``
-            (spec §1.6); the kernel readout P1 moves with the fields' own kernel.
+            (§1.6); the kernel readout P1 moves with the fields' own kernel.
     """
 
     true_sensitivity: ClassVar[bool]

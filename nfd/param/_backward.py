@@ -1,4 +1,4 @@
-"""Backward-weight modes: the gradient-independence question as a type (spec §1.6).
+"""Backward-weight modes: the gradient-independence question as a type (§1.6).
 
 `ReusedWeights` is ordinary backpropagation: the backward pass uses the forward weights ``W(t)``.
 `DecoupledWeights` backpropagates through ``W̃(t) = W̃(0) + [W(t) − W(0)] = W(t) + E`` with

@@ -1,4 +1,4 @@
-"""Residual block kinds as types (spec NFD.md §1.1, §6), read by the finite model and the limit.
+"""Residual block kinds as types (docs/math §1.1, §6), read by the finite model and the limit.
 
 `OneLayer` is the NFD setting, ``h_{ℓ+1} = h_ℓ + b W_ℓ φ(h_ℓ)/sqrt(n)``; `TwoLayer` has an internal
 layer, ``z_ℓ = W1_ℓ φ(h_ℓ)/sqrt(n)``, ``h_{ℓ+1} = h_ℓ + b W2_ℓ φ(z_ℓ)/sqrt(n)``. A block knows the
@@ -59,7 +59,7 @@ class OneLayer(AbstractBlock):
 
 
 class TwoLayer(AbstractBlock):
-    """``z_ℓ = W1_ℓ φ(h_ℓ)/sqrt(n)``, ``h_{ℓ+1} = h_ℓ + b W2_ℓ φ(z_ℓ)/sqrt(n)`` (spec §6)."""
+    """``z_ℓ = W1_ℓ φ(h_ℓ)/sqrt(n)``, ``h_{ℓ+1} = h_ℓ + b W2_ℓ φ(z_ℓ)/sqrt(n)`` (§6)."""
 
     matrices: ClassVar[tuple[str, ...]] = ("W1", "W2")
     first_layer: ClassVar[str | None] = "W1"

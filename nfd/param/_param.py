@@ -1,12 +1,12 @@
-"""Parameterizations of the residual network (spec NFD.md §1.1, §1.3).
+"""Parameterizations of the residual network (docs/math §1.1, §1.3).
 
 A parameterization fixes, for a network of width ``N`` and ``L`` residual blocks,
 
 * the branch multiplier ``beta * L**(-alpha)`` that scales every residual block,
 * the per-tensor learning-rate multipliers ``m_theta`` of SGD (raw rate
-  ``eta_theta = eta0 * gamma0**2 * N * m_theta``, spec §1.3) that also enter the NTK normalisation of
-  spec §1.4, and
-* the per-tensor raw rates of Adam (spec §1.3, second table).
+  ``eta_theta = eta0 * gamma0**2 * N * m_theta``, §1.3) that also enter the NTK normalisation of
+  §1.4, and
+* the per-tensor raw rates of Adam (§1.3, second table).
 
 The *same* object is read by the finite `nfd.model.ResNet` and by the limit solver, so the two cannot
 drift apart (STYLE.md §1). Three parameterizations differ only in their depth exponents:
@@ -19,7 +19,7 @@ drift apart (STYLE.md §1). Three parameterizations differ only in their depth e
 
 `MuP` (width-muP with no depth factor) is the "unscaled" control: its blocks move the residual stream
 by Theta(1) each, so features grow with depth. `CompleteP` (arXiv 2505.01618) keeps each block's
-update at Theta(1/L) with a 1/L branch; its limit has no diffusion term and is outside NFD (spec §7.3).
+update at Theta(1/L) with a 1/L branch; its limit has no diffusion term and is outside NFD (§7.3).
 """
 
 import abc
@@ -85,7 +85,7 @@ class AbstractParameterization(eqx.Module):
         return self.beta * float(depth) ** (-self.branch_exponent)
 
     def effective_branch_sq(self, depth: int) -> Float[Array, ""]:
-        """``m_W × (branch multiplier)²``: the per-block weight of ``G ⊙ Φ`` in the NTK (spec §1.4).
+        """``m_W × (branch multiplier)²``: the per-block weight of ``G ⊙ Φ`` in the NTK (§1.4).
 
         Equals ``β²/L`` for depth-muP and CompleteP, and ``β²`` for the unscaled muP control.
         """
@@ -112,7 +112,7 @@ class AbstractParameterization(eqx.Module):
         }
 
     def sgd_multipliers(self, depth: int, block: AbstractBlock = OneLayer()) -> TensorRates:
-        """The SGD multipliers ``m_theta`` (spec §1.3): ``eta_theta = eta0 γ0² N m_theta``."""
+        """The SGD multipliers ``m_theta`` (§1.3): ``eta_theta = eta0 γ0² N m_theta``."""
         m = {"U": jnp.asarray(float(self.train_input)), "v": jnp.asarray(float(self.train_readout))}
         return {**m, **self._depth_rates(depth, block, self.sgd_block_exponent)}
 
@@ -126,7 +126,7 @@ class AbstractParameterization(eqx.Module):
     def adam_rates(
         self, lr, width: int, in_dim: int, depth: int, block: AbstractBlock = OneLayer()
     ) -> TensorRates:
-        """Raw per-tensor Adam learning rates (spec §1.3, second table)."""
+        """Raw per-tensor Adam learning rates (§1.3, second table)."""
         w = lr / width**0.5
         rates = {
             "U": float(self.train_input) * lr / (self.sigma_in * in_dim**0.5),
@@ -136,7 +136,7 @@ class AbstractParameterization(eqx.Module):
         return {**rates, **{k: w * r for k, r in blocks.items()}}
 
     def ntk_weights(self, depth: int, block: AbstractBlock = OneLayer()) -> TensorRates:
-        """The weight of each tensor's term in the NTK of spec §1.4.
+        """The weight of each tensor's term in the NTK of §1.4.
 
         ``U``: ``m_U σ_in²`` (times ``K^x ⊙ G_0``); the branch matrix: ``m b²`` (times
         ``Σ_ℓ G_{ℓ+1} ⊙ Φ``, ``b`` the branch multiplier); a two-layer block's first matrix: ``m_W1``

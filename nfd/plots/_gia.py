@@ -1,4 +1,4 @@
-"""Figures of a saved ``kind = "gia"`` run (spec NFD.md §5.3, §7.2, T6, T7); plots never compute.
+"""Figures of a saved ``kind = "gia"`` run (docs/math §5.3, §7.2, T6, T7); plots never compute.
 
 Every curve is an array of the run's summary (`nfd.analysis.gia_summary`: the raw measurements
 and the derived ratios, distances and gaps of `nfd.analysis.summarise`); fitted lines are drawn

@@ -1,4 +1,4 @@
-"""Figures of a saved `kind = "transfer"` run (spec §6, T8–T10), drawn from its summary
+"""Figures of a saved `kind = "transfer"` run (§6, T8–T10), drawn from its summary
 (`nfd.analysis.transfer_analysis`: seed means ± SE, argmins, collapse η0); plots never compute.
 Colour is depth (dark to light: shallow to deep) or variant, every n = ∞ limit black and dashed
 (its markers in the series' colour), error bars ±1 SE, legends outside the data."""
@@ -187,8 +187,7 @@ def collapse_figure(run: Run, summary: Mapping) -> Figure:
         handles.append(limit_entry("limit n = ∞ (sgd; marker: variant's colour)", marker="x"))
         legend_outside(fig, handles, where="below", ncols=4, title="bars: ±1 SE", fontsize=6)
         fig.suptitle(
-            f"first-layer collapse of two-layer blocks (spec §6, T9), n={int(a['widths'][-1])}, "
-            f"{lr}",
+            f"first-layer collapse of two-layer blocks (§6, T9), n={int(a['widths'][-1])}, {lr}",
             fontsize=9,
         )
     return fig

@@ -3,7 +3,7 @@
 Brownian increments (`brownian_increments`, `coarsen`), terms (`AbstractTerm`, `SDETerm`), Itô
 solvers (`AbstractItoSolver`, `EulerMaruyama`) and the scan over layer steps (`solve_depth`, which
 returns a `DepthSolution`), split as in Diffrax. `nfd.limit` builds its forward and backward terms
-on these (spec NFD.md §3.4, §4.1).
+on these (docs/math §3.4, §4.1).
 """
 
 from ._brownian import brownian_increments as brownian_increments

@@ -26,8 +26,8 @@ def brownian_increments(
     """``K = num_steps`` independent increments ``dW_k ~ N(0, dτ)`` of a Brownian motion on [0, 1].
 
     The grid is uniform, ``τ_k = k / K`` and ``dτ = 1 / K``, so ``dW_k = sqrt(1/K) z_k`` with
-    ``z_k`` i.i.d. standard normal of the given ``shape``. For the random-matrix noise of spec
-    NFD.md §4.1 pass ``shape=(M, M)``: ``dW_k = sqrt(dτ) W_k`` with ``W_k ~ N(0, 1)``.
+    ``z_k`` i.i.d. standard normal of the given ``shape``. For the random-matrix noise of
+    docs/math §4.1 pass ``shape=(M, M)``: ``dW_k = sqrt(dτ) W_k`` with ``W_k ~ N(0, 1)``.
 
     Args:
         num_steps: ``K >= 1``, the number of layer steps.

@@ -1,4 +1,4 @@
-"""`solve_depth`: march a state over depth-time ``τ ∈ [0, 1]`` in ``K`` steps (spec NFD.md §3.4).
+"""`solve_depth`: march a state over depth-time ``τ ∈ [0, 1]`` in ``K`` steps (docs/math §3.4).
 
 The loop is a ``lax.scan`` over layer steps with a ``jax.checkpoint``-ed body, so compile time is
 independent of ``K`` and reverse-mode memory stores one state per step (STYLE.md §4). Like
@@ -159,7 +159,7 @@ def solve_depth(
     reversed time ``s = 1 - τ`` and solved forward in ``s`` (the solver sees ``s``, the terms see
     ``τ = 1 - s``), so the step size is ``+dτ`` and the coefficients are evaluated at ``τ_{k+1}``,
     the left end in ``s``: the Itô discretisation of the backward equation
-    ``-d_τ y = a(τ, y) dτ + b dW`` (backpropagated fields, spec §3.4 item 4)::
+    ``-d_τ y = a(τ, y) dτ + b dW`` (backpropagated fields, §3.4 item 4)::
 
         y_k = y_{k+1} + a(τ_{k+1}, y_{k+1}, args[k]) dτ + noise(τ_{k+1}, y_{k+1}, args[k], dWs[k])
 

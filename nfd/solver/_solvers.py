@@ -52,7 +52,7 @@ class EulerMaruyama(AbstractItoSolver):
 
     Strong order 1/2 and weak order 1 (Kloeden & Platen 1992, chapters 10 and 14); strong order 1
     for additive noise. With ``K = L`` steps it is exactly the depth-``L`` residual stream at
-    ``n = ∞`` (spec NFD.md §3.4), which is why the limit solver uses it.
+    ``n = ∞`` (docs/math §3.4), which is why the limit solver uses it.
     """
 
     strong_order: ClassVar[float] = 0.5

@@ -4,7 +4,7 @@ A term describes ``dy = a(τ, y, args) dτ + [b(τ, y, args) dW]``, where the br
 is linear in the increment ``dW``. Unlike Diffrax, which splits a term into a vector field and a
 control and combines them with ``prod``, a term here applies its diffusion to the increment itself
 (`AbstractTerm.noise`), so an increment can be shaped like the state (diagonal noise, `SDETerm`) or
-be a random matrix acting on a function of the state (spec NFD.md §4.1:
+be a random matrix acting on a function of the state (docs/math §4.1:
 ``noise = β dB_k φ(h) / sqrt(M)`` with ``dB_k`` an ``M×M`` increment). The solver never looks
 inside: it only adds ``drift · dτ`` and ``noise``.
 

@@ -4,8 +4,8 @@ A `Task` holds train and test inputs and targets as 2-D float arrays: inputs ``(
 ``(Q, D)``, targets ``(P, C)`` and ``(Q, C)``. Regression tasks have ``num_classes == 0``;
 classification tasks have ``num_classes == C`` and one-hot (or probability) target rows.
 
-The built-in tasks normalise every input to ``|x|² = D``, so that ``K^x_μμ = x_μ·x_μ / D = 1`` (spec
-NFD.md §0). User data loaded with `npz` is used exactly as given. Nothing is ever downloaded.
+The built-in tasks normalise every input to ``|x|² = D``, so that ``K^x_μμ = x_μ·x_μ / D = 1``
+(docs/math §0). User data loaded with `npz` is used exactly as given. Nothing is ever downloaded.
 """
 
 import math
@@ -179,7 +179,7 @@ def teacher_student(
 ) -> Task:
     """Regression on a random two-layer tanh teacher.
 
-    Inputs are ``x ~ N(0, I_D)`` rescaled to ``|x|² = D`` exactly (spec NFD.md §0: ``K^x_μμ = 1``).
+    Inputs are ``x ~ N(0, I_D)`` rescaled to ``|x|² = D`` exactly (docs/math §0: ``K^x_μμ = 1``).
     Targets are
 
         y = (1/√m) Σ_j a_j tanh(w_j·x / √D) + noise · ε,

@@ -1,11 +1,11 @@
-"""The finite network as a dynamics (spec NFD.md §1): one `ResNet` per ensemble member.
+"""The finite network as a dynamics (docs/math §1): one `ResNet` per ensemble member.
 
 Every member has its own initialisation and base learning rate ``η0`` and all see the batch
 sequence of the run (`nfd.dynamics.batch_schedule`), which the limit methods replay. Predictions
-are centred, ``f − f(θ(0))`` (spec §1.1), and read out as the limit is: by the network's own
+are centred, ``f − f(θ(0))`` (§1.1), and read out as the limit is: by the network's own
 output (`FeatureReadout`, P2) or, as the finite analogue of the limit's P1 readout
 (`NTKReadout`), advanced by ``f(t+1) = f(t) + η0 Θ_own(t) c(t)`` with the NTK of the network's own
-fields while the weights train on that ``f``'s error signal (spec §5.3).
+fields while the weights train on that ``f``'s error signal (§5.3).
 """
 
 from typing import Any
@@ -53,7 +53,7 @@ def _all_finite(tree) -> Array:
 
 
 class FiniteNetwork(AbstractDynamics):
-    """A width-``N``, depth-``L`` ResNet trained by an optax optimizer (spec §1.1–1.3).
+    """A width-``N``, depth-``L`` ResNet trained by an optax optimizer (§1.1–1.3).
 
     Attributes:
         width, depth: ``N`` and ``L``.
@@ -62,10 +62,10 @@ class FiniteNetwork(AbstractDynamics):
         optimizer: `SGD` or `Adam` (an optax transform at rate 1 and its per-tensor rates).
         loss: `MSE` or `CrossEntropy`.
         block: `OneLayer` or `TwoLayer`.
-        backward: `ReusedWeights` or `DecoupledWeights` (spec §1.6).
+        backward: `ReusedWeights` or `DecoupledWeights` (§1.6).
         readout: `FeatureReadout` (the network's output) or `NTKReadout` (P1 analogue).
         post_activation: the T10 control (one-layer blocks).
-        center: train and report ``f − f(θ(0))`` (spec §1.1).
+        center: train and report ``f − f(θ(0))`` (§1.1).
     """
 
     width: int = eqx.field(static=True)

@@ -1,4 +1,4 @@
-"""Optimizers with the parameterization's per-tensor learning rates (spec NFD.md §1.3).
+"""Optimizers with the parameterization's per-tensor learning rates (docs/math §1.3).
 
 An optimizer is an optax `GradientTransformation` at learning rate 1 together with the rule that
 gives each tensor its raw rate. Both SGD's and Adam's updates are linear in the learning rate, so
@@ -40,7 +40,7 @@ class AbstractOptimizer(eqx.Module):
 
 
 class SGD(AbstractOptimizer):
-    """SGD, the limit theory's optimizer: raw rate ``η0 γ0² N m_θ`` (spec §1.3)."""
+    """SGD, the limit theory's optimizer: raw rate ``η0 γ0² N m_θ`` (§1.3)."""
 
     transform: optax.GradientTransformation = eqx.field(static=True, default=optax.sgd(1.0))
 
@@ -50,10 +50,10 @@ class SGD(AbstractOptimizer):
 
 
 class Adam(AbstractOptimizer):
-    """Adam with the raw rates of spec §1.3's second table.
+    """Adam with the raw rates of §1.3's second table.
 
     Attributes:
-        eps: Adam's ``ε``; spec §1.3 asks ``ε ≤ 1e-8/n`` (`adam_eps`).
+        eps: Adam's ``ε``; §1.3 asks ``ε ≤ 1e-8/n`` (`adam_eps`).
     """
 
     eps: float = eqx.field(static=True)
@@ -74,7 +74,7 @@ def _adam(eps: float) -> optax.GradientTransformation:
 
 
 def adam_eps(width: int) -> float:
-    """The default Adam ``ε = 1e-8 / N`` of a width-``N`` network (spec §1.3)."""
+    """The default Adam ``ε = 1e-8 / N`` of a width-``N`` network (§1.3)."""
     return 1e-8 / width
 
 

@@ -1,6 +1,6 @@
 """TOML → objects, checked against values written here from the TOML text (not via the
 builders): the parameterization's class and scalars, the branch multiplier and SGD multipliers of
-spec §1.3, the activation and loss as functions, the backward mode, and the network's forward
+§1.3, the activation and loss as functions, the backward mode, and the network's forward
 pass re-done in numpy with the TOML's β, γ0, σ_in (and σ_out as the readout's spread)."""
 
 import equinox as eqx

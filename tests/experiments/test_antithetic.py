@@ -1,4 +1,4 @@
-"""Antithetic pairs v(0) ↔ −v(0) (spec §5.3: "average antithetic pairs"), as the experiments
+"""Antithetic pairs v(0) ↔ −v(0) (§5.3: "average antithetic pairs"), as the experiments
 construct them: the finite ensembles (`finite_ensemble`, used by `run_finite` and the sweep) and
 the GIA experiment's members (`draw_members`, paired and averaged by `run_gia`). The references are
 the symmetry itself: partners share U, W, W̃ exactly and have exactly negated readouts, so the

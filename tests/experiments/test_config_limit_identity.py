@@ -48,7 +48,7 @@ def _cfg(backward: str):
 def test_minibatch_config_limit_with_finite_matrices_is_the_finite_run(backward):
     """Spec T5d (mode A ↔ reused, mode B with P2 ↔ decoupled): f_train, f_test and loss_train of
     the config's limit path equal `run_finite`'s to 1e-8 relative (float64 round-off over 6 steps
-    of a width-16 net is ~1e-13; 1e-8 is the spec's bound). The schedule visits 3 different
+    of a width-16 net is ~1e-13; 1e-8 is docs/math's bound). The schedule visits 3 different
     batches per epoch, so any misaligned replay changes c(t) by O(1) from the first bad step."""
     cfg = _cfg(backward)
     task = build_task(cfg, key=run_keys(cfg)["task"])

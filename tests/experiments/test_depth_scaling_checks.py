@@ -1,4 +1,4 @@
-"""Small default-tier versions of spec §9 T10, T6 and T9, each against an independent reference
+"""Small default-tier versions of §9 T10, T6 and T9, each against an independent reference
 or a fitted rate with a stated tolerance (the experiment-size versions are slow or [exp])."""
 
 import equinox as eqx
@@ -58,7 +58,7 @@ def _post_activation_mean_field(depth, *, samples=1_000_000, seed=0):
 def test_t10_post_activation_grows_with_depth_pre_activation_matches_recursion():
     """T10 (ReLU, β/√L branches, init, n = 128, 32 seeds, L = 2 and 32; E h_L² per seed is the
     trainer's h_rms² over 8 points): the pre-activation H(1)_μμ is the recursion (1 + 1/(2L))^L of
-    spec §2 (1.5625, 1.6424 → e^{1/2}) within 3 SE; the post-activation E h_L² is the scalar
+    §2 (1.5625, 1.6424 → e^{1/2}) within 3 SE; the post-activation E h_L² is the scalar
     mean-field chain within 3 SE + 0.01 (its MC error and the O(1/n) bias), and it grows with L:
     1.01 → 1.22 from L = 2 to 32 (mean-field), a rise > 3 SE (SE ≈ 0.02–0.04 per L)."""
     task = _task(8, 8, jr.key(1))
@@ -69,7 +69,7 @@ def test_t10_post_activation_grows_with_depth_pre_activation_matches_recursion()
         pre_m = _ensemble(32, 8, 1, 128, L, key=jr.key(10 + L), **kw)
         pre = np.asarray(_trained(pre_m, task, 32, 0).h_rms[:, 0, -1]) ** 2
         ref = float(jnp.mean(jnp.diag(init_kernels(nfd.DepthMuP(), Relu(), kx, L).H[L])))
-        assert abs(ref - (1 + 1 / (2 * L)) ** L) < 1e-12  # spec §2 table (K^x_μμ = 1)
+        assert abs(ref - (1 + 1 / (2 * L)) ** L) < 1e-12  # §2 table (K^x_μμ = 1)
         m, se = mean_se(pre)
         assert abs(m - ref) < 3 * se, (L, m, se, ref)
         post_m = _ensemble(32, 8, 1, 128, L, key=jr.key(L), post_activation=True, **kw)

@@ -1,6 +1,6 @@
-"""The gradient-independence experiment (spec NFD.md §5.3, §7.2; T6, T7), against independent
+"""The gradient-independence experiment (docs/math §5.3, §7.2; T6, T7), against independent
 references: `ResNet.fields` and an explicit SGD update (the members and their training step),
-`linear_exact` (the exact ratios of spec §5.2 and the mode-A χ), standard errors (the decoupled
+`linear_exact` (the exact ratios of §5.2 and the mode-A χ), standard errors (the decoupled
 χ control), and the gallery contract (the smoke config runs, `nfd plot` re-draws the same
 figures, the notebook runs).
 """
@@ -80,14 +80,14 @@ def test_init_coupling_is_order_one_over_n():
     w = np.asarray(res.widths)
     fit = constant_fit(w * np.asarray(res.gap), w * np.asarray(res.gap_se))
     assert fit["p"] > 0.01, fit
-    assert fit["c"] + 3 * fit["c_se"] < 0, fit  # the spec's −0.45 ± 0.1: a resolved, negative gap
+    assert fit["c"] + 3 * fit["c_se"] < 0, fit  # docs/math's −0.45 ± 0.1: a resolved, negative gap
 
 
 def test_init_coupling_slope_minus_one_with_readout_average():
     """T6 at smoke size: integrating the readout out exactly (E over v(0) at fixed U, W, W̃) leaves
     a per-seed spread O(1/n) instead of O(n^-1/2), so 128 seeds resolve the O(1/n) mean: tanh,
     L = 2, n = 16…128, the gap has n-slope −1 ± 0.3 (fit SE ≈ 0.19), n·ΔG_0 is flat (p > 0.01)
-    and negative (≈ −0.33 here; the spec's −0.45 ± 0.1 is at L = 8)."""
+    and negative (≈ −0.33 here; docs/math's −0.45 ± 0.1 is at L = 8)."""
     xs = unit_inputs(4, 8, key=jr.key(0))
     widths = [16, 32, 64, 128]
     res = init_coupling(
@@ -196,13 +196,13 @@ def _first_step(net, model, points, p1):
     return point_fields(model, points.x), tensors(state.model), state.f_ntk, ok
 
 
-# -- the limits: spec §5.2 regression numbers ------------------------------------------------------
+# -- the limits: §5.2 regression numbers ------------------------------------------------------
 @pytest.mark.parametrize("K", [4, 8, 16, pytest.param(32, marks=pytest.mark.slow)])
 def test_limit_one_step_ratio_is_the_spec_linear_exact_value(K):
     """Spec §5.2 (b), second set (P = 4, D = 8, η0 = 0.2, all tensors trained): the experiment's
     limit ratio ⟨δΦ_B, δΦ_A⟩/‖δΦ_A‖² at τ = 1 is 0.425, 0.387, 0.367, 0.357 at L = 4…32 (both
     changes are rank one along K^x c(0) for linear nets, so the projection is the entrywise ratio;
-    the spec quotes three digits: tolerance 5e-4)."""
+    docs/math quotes three digits: tolerance 5e-4)."""
     task = _sign_task()
     cfg = _cfg(depths=[K])
     a = gia._limit_path(cfg, task, K, "exact", (1.0,))
@@ -217,7 +217,7 @@ def test_kernel_limits_of_a_linear_net_are_the_exact_oracle():
     """`limit.method = "kernel"` runs the experiment's limits by the n = ∞ kernel fixed point.
     With moment-matched draws (``ZᵀZ = S I``) every field of a linear net is linear in the draws,
     so the sampled map is exact: both modes' one-step kernels, NTK, P1 trajectory and loss equal
-    `linear_exact`'s (the spec §5.2 oracle) for every draw set, to 10× the iteration's stopping
+    `linear_exact`'s (the §5.2 oracle) for every draw set, to 10× the iteration's stopping
     tolerance (relative residual 1e-4; damping 0.7 leaves at most (1 − λ)/λ ≈ 0.4 of it in the
     iterate; measured worst 3e-4 relative).
     The recorded smallest eigenvalue of ``Φ_k`` over (step, point) pairs lies in [0, 1]."""
@@ -366,7 +366,7 @@ def test_standard_chi_approaches_the_exact_mode_a_response(smoke_run):
 
 def test_smoke_limit_numbers_are_exact_and_finite(smoke_run):
     """Linear smoke run: mode A / mode B come from `linear_exact` (zero spread), the γ0 scan of
-    the limit gaps has the type-(b) exponent 2 (spec §5.2: ×4 per doubling of γ0)."""
+    the limit gaps has the type-(b) exponent 2 (§5.2: ×4 per doubling of γ0)."""
     a, s = smoke_run.arrays, smoke_run.meta["summary"]
     assert smoke_run.meta["gia"]["limit_method"] == "linear_exact"
     assert np.all(a["lim_ratio_se"] == 0) and np.all((a["lim_ratio"] > 0) & (a["lim_ratio"] <= 1))

@@ -1,5 +1,5 @@
-"""The n = ∞ gradient-independence experiment (`kind = "gia_limit"`, spec §5.3 by the kernel method):
-its numbers against the exact linear oracle (spec §5.2's one-step kernel ratios, `linear_exact`),
+"""The n = ∞ gradient-independence experiment (`kind = "gia_limit"`, §5.3 by the kernel method):
+its numbers against the exact linear oracle (§5.2's one-step kernel ratios, `linear_exact`),
 its K → ∞ extrapolation against the oracle's L → ∞ value, its config errors and configs; the
 report does not decide from two depths. The smoke config runs in the gia notebook (its gallery
 contract is tested in tests/experiments/test_gia.py on that run).
@@ -61,7 +61,7 @@ def linear_run_kinf():
 
 
 def test_one_step_ratio_at_k_equal_l_is_the_spec_linear_exact_value(linear_run):
-    """The deficit 1 − ⟨δΦ_B, δΦ_A⟩/‖δΦ_A‖² at τ = 1 equals 1 − the spec's exact ratio (0.425,
+    """The deficit 1 − ⟨δΦ_B, δΦ_A⟩/‖δΦ_A‖² at τ = 1 equals 1 − docs/math's exact ratio (0.425,
     0.387 at L = 4, 8; three digits quoted: 5e-4) plus the fixed point's stopping error (relative
     residual 1e-4 on kernels of relative change O(1): 1e-3 on the ratio)."""
     arrays, s = linear_run
@@ -74,7 +74,7 @@ def test_one_step_ratio_at_k_equal_l_is_the_spec_linear_exact_value(linear_run):
 @pytest.mark.slow  # 8 more compilations (the 2L runs)
 def test_k_to_infinity_estimates_approach_the_spec_continuum_ratio(linear_run_kinf):
     """Richardson 2·O(2L) − O(L) of the kernels removes their O(1/L) part: at L = 4 and 8 the
-    ratio of the extrapolated kernel changes is less than half as far from the spec's L → ∞ value
+    ratio of the extrapolated kernel changes is less than half as far from docs/math's L → ∞ value
     0.346 as the exact K = 2L ratio it is built from (0.387, 0.367). Measured: 0.365, 0.352,
     errors 0.019, 0.006 against 0.041, 0.021 (an error ratio per doubling of 0.34: faster than
     the 0.5 of order 1)."""
@@ -86,7 +86,7 @@ def test_k_to_infinity_estimates_approach_the_spec_continuum_ratio(linear_run_ki
 
 
 def test_paired_gaps_are_resolved_and_the_report_does_not_decide_from_two_depths(linear_run):
-    """Mode A − mode B gaps of a linear net are nonzero at every depth (spec §5.2 (b)); with two
+    """Mode A − mode B gaps of a linear net are nonzero at every depth (§5.2 (b)); with two
     depths the report refuses a decay verdict (the c + b/L fit has no degrees of freedom)."""
     from nfd.reports import gia_limit_report
 

@@ -1,5 +1,5 @@
 """Sweeps: the grid runs as specified; the convergence analysis recovers known answers; the finite
-seed means approach mode A like 1/n (spec T7, required); plots redraw from saved data only."""
+seed means approach mode A like 1/n (T7, required); plots redraw from saved data only."""
 
 import dataclasses
 import json

@@ -1,4 +1,4 @@
-"""The depth-transfer experiment (spec §6, T8–T10): analysis, the smoke run, re-plotting, errors."""
+"""The depth-transfer experiment (§6, T8–T10): analysis, the smoke run, re-plotting, errors."""
 
 import pathlib
 import runpy
@@ -130,7 +130,7 @@ def test_ntk_parts_sum_to_the_ntk_and_finite_k_w1_matches_the_recursion():
 
 @pytest.mark.parametrize("a", [0.0, 0.25, 0.5, 1.0])
 def test_w1_ntk_share_grows_like_l_to_the_a(a):
-    """T9's K_W1 = L^a (β²/L) Σ V'[Z] ⊙ G ⊙ V[H] (spec §6) from the n = ∞ two-layer recursion:
+    """T9's K_W1 = L^a (β²/L) Σ V'[Z] ⊙ G ⊙ V[H] (§6) from the n = ∞ two-layer recursion:
     its L-slope over L = 16 … 256 is a (the sum converges like 1/L, so within 0.02)."""
     param = nfd.DepthMuP(first_layer_lr_exponent=a)
     Ls = [16, 64, 256]

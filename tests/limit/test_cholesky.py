@@ -1,4 +1,4 @@
-"""The Cholesky particle realisation (spec §4.2, mode B) against the matrix realisation (§4.1), the
+"""The Cholesky particle realisation (§4.2, mode B) against the matrix realisation (§4.1), the
 n = ∞ initial kernels (§2), the lazy oracle (§3.5), its own in-sample exactness and retracing.
 
 Given the same ``M``, the Cholesky noise has *the same law* as the random-matrix noise with
@@ -224,7 +224,7 @@ def test_cholesky_agrees_with_matrix_realisation(recorded):
 @pytest.mark.parametrize("batch_size", [0, 3])
 def test_cholesky_agrees_with_matrix_realisation_grid(act, readout, batch_size):
     """The same agreement for tanh/relu × P1/P2 × full/minibatch (K = 4, T = 6, M = 1024), and
-    the t = 0 kernels (Θ(0) under P1, Θ̃(0) under P2) against spec §2."""
+    the t = 0 kernels (Θ(0) under P1, Θ̃(0) under P2) against §2."""
     param = nfd.DepthMuP(beta=1.0, gamma0=1.0)
     chol, info, matrix, _ = _run_both(
         _task(),
@@ -267,7 +267,7 @@ def test_cholesky_agrees_with_matrix_realisation_cross_entropy():
 
 def _assert_initial_kernels(res, task, param, act, K, theta):
     """t = 0: H_k, G_k (k = 0, K/2, K) and the saved NTK (``theta``: ``Theta`` or
-    ``Theta_decoupled``) against the recursion of spec §2, on the first 3 points (6 entries each,
+    ``Theta_decoupled``) against the recursion of §2, on the first 3 points (6 entries each,
     as the matrix realisation's own test), within 4 SE."""
     x_all = jnp.concatenate([task.x_train, task.x_test])
     ref = init_kernels(param, act, x_all @ x_all.T / x_all.shape[1], K)
@@ -283,7 +283,7 @@ def _assert_initial_kernels(res, task, param, act, K, theta):
 
 def test_initial_kernels_match_recursion(recorded):
     """At t = 0: H_k, G_k and Θ̃(0) (P2 in mode B: the true-sensitivity rows drawn from the
-    conditional law of W) match the dual-kernel recursion of spec §2 within 4 SE."""
+    conditional law of W) match the dual-kernel recursion of §2 within 4 SE."""
     _assert_initial_kernels(
         recorded["chol"], _default_task(), PARAM, Tanh(), DEFAULT["K"], "Theta_decoupled"
     )
@@ -332,13 +332,13 @@ def _lazy(readout, kernel):
 
 
 def test_lazy_limit_features_readout_is_kernel_descent_with_theta_tilde():
-    """T4 / spec §3.5: as γ0 → 0, mode B read out by P2 is kernel GD with Θ̃(0) (train and test)."""
+    """T4 / §3.5: as γ0 → 0, mode B read out by P2 is kernel GD with Θ̃(0) (train and test)."""
     _lazy(FeatureReadout(), "Theta_decoupled")
 
 
 @pytest.mark.slow
 def test_lazy_limit_ntk_readout_is_kernel_descent_with_theta():
-    """T4 / spec §3.5: as γ0 → 0, mode B read out by P1 is kernel GD with Θ(0)."""
+    """T4 / §3.5: as γ0 → 0, mode B read out by P1 is kernel GD with Θ(0)."""
     _lazy(NTKReadout(), "Theta")
 
 
@@ -393,7 +393,7 @@ def test_simulation_compiles_one_step_for_all_training_steps(recorded):
 
 
 def test_mode_a_and_too_many_pairs_are_rejected():
-    """Mode A has no Cholesky realisation (spec §4.2); N_T = (T+1)·Pts must not exceed M."""
+    """Mode A has no Cholesky realisation (§4.2); N_T = (T+1)·Pts must not exceed M."""
     task = _task()
     kwargs: dict[str, Any] = dict(
         param=nfd.DepthMuP(),

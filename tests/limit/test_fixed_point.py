@@ -1,5 +1,5 @@
-"""The kernel fixed-point method (spec §4.3), mode B: against the particle method (T5c), the t = 0
-recursion of spec §2, its own convergence (spec §7.1) and the lazy closed form (T4, spec §3.5)."""
+"""The kernel fixed-point method (§4.3), mode B: against the particle method (T5c), the t = 0
+recursion of §2, its own convergence (§7.1) and the lazy closed form (T4, §3.5)."""
 
 import equinox as eqx
 import jax
@@ -22,7 +22,7 @@ P, Q, D = 4, 2, 4  # train points, test points, input dimension
 
 
 def _data(out_dim: int = 1):
-    """P + Q unit inputs; y = sign(x₁ + 0.3 x₂) (spec §5.2), or one-hot classes for C > 1."""
+    """P + Q unit inputs; y = sign(x₁ + 0.3 x₂) (§5.2), or one-hot classes for C > 1."""
     x = unit_inputs(P + Q, D, key=jr.key(0))
     if out_dim == 1:
         y = jnp.sign(x[:, :1] + 0.3 * x[:, 1:2])
@@ -183,7 +183,7 @@ def test_cross_entropy_with_three_outputs_agrees_with_particles():
         assert np.all(z < 4.0), (name, float(z.max()))
 
 
-# -- t = 0: the recursion of spec §2 --------------------------------------------------------
+# -- t = 0: the recursion of §2 --------------------------------------------------------
 @pytest.mark.parametrize(
     "readout,theta", [(NTKReadout(), "Theta"), (FeatureReadout(), "Theta_decoupled")]
 )
@@ -240,7 +240,7 @@ def test_residual_decreases_geometrically_below_tol():
     "readout,theta", [(NTKReadout(), "Theta"), (FeatureReadout(), "Theta_decoupled")]
 )
 def test_lazy_limit_is_kernel_gradient_descent(readout, theta):
-    """γ0 = 1e-3, full-batch MSE GD: f(t+1) = f(t) + η0 Θ(0) c(t) on train and test points (spec §3.5)
+    """γ0 = 1e-3, full-batch MSE GD: f(t+1) = f(t) + η0 Θ(0) c(t) on train and test points (§3.5)
     with Θ(0) for P1 and Θ̃(0) for mode B read out by P2, within 4 SE (draw sets) + 50 γ0."""
     gamma0, lr = 1e-3, 0.5
     param = nfd.DepthMuP(gamma0=gamma0)

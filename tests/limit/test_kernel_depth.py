@@ -1,4 +1,4 @@
-"""The kernel fixed point in depth: its ``O(1/K)`` discretisation error (spec §7.1, weak order 1),
+"""The kernel fixed point in depth: its ``O(1/K)`` discretisation error (§7.1, weak order 1),
 the ``K → ∞`` Richardson extrapolation over coupled ``K``/``2K`` runs, and the kernel diagnostics
 (smallest eigenvalues of ``Φ_k``, ``G_k``) recorded in `FixedPointInfo`.
 
@@ -64,7 +64,7 @@ def _dyn(K: int, readout, *, refinement: int = 1) -> KernelFixedPoint:
 @pytest.mark.slow  # 30 s: the K = 1024 reference
 def test_depth_error_has_slope_minus_one_and_richardson_removes_it():
     """``‖f_K − f_1024‖`` (coupled draws, mode A, linear net, two draw sets) against
-    ``K = 4 … 32``: slope ``−1 ± 0.25`` (spec §7.1; measured −1.02). The Richardson values
+    ``K = 4 … 32``: slope ``−1 ± 0.25`` (§7.1; measured −1.02). The Richardson values
     ``2 f(2K) − f(K)`` remove the *mean* ``1/K`` term, so their error must lie below ``f(2K)``'s at
     every ``K``; per draw set what remains is mostly the pathwise ``O(1/K)`` part of zero mean
     (measured: 0.75 → 0.72 → 0.32 of ``f(2K)``'s error), which averages out over members and

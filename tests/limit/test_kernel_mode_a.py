@@ -1,4 +1,4 @@
-"""The kernel fixed-point method in mode A (`ReusedWeights`, `limit.coupling = "exact"`; spec §3.4,
+"""The kernel fixed-point method in mode A (`ReusedWeights`, `limit.coupling = "exact"`; §3.4,
 §4.3): against the exact linear oracle (§4.4), the random-matrix particle method (§4.1) extrapolated
 in M, and the lazy closed form (§3.5).
 
@@ -291,7 +291,7 @@ LAZY_CASES += [(Tanh(), P1), (Relu(), P1)]
     "act,readout", LAZY_CASES, ids=[f"{type(a).__name__}-{r.name}" for a, r in LAZY_CASES]
 )
 def test_lazy_limit_is_kernel_gradient_descent_with_theta0(act, readout):
-    """γ0 = 1e-4, η0 = 0.3, full-batch MSE (spec §3.5): mode A read out by P1 or P2 follows
+    """γ0 = 1e-4, η0 = 0.3, full-batch MSE (§3.5): mode A read out by P1 or P2 follows
     f(t+1) = f(t) + η0 Θ(0) c(t) on train and test points with Θ(0) from `init_kernels` (both
     readouts: mode A moves with the true Θ), within 4 SE (8 draw sets) + 50 γ0 (the O(γ0) distance
     from lazy).

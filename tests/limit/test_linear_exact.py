@@ -1,5 +1,5 @@
-"""`LinearExact` (spec NFD.md §4.4): the exact n = ∞ dynamics of linear ResNets, checked against
-closed forms (§2, §3.3, §3.5), the spec's exact linear numbers (§5.2, T3), the particle method
+"""`LinearExact` (docs/math §4.4): the exact n = ∞ dynamics of linear ResNets, checked against
+closed forms (§2, §3.3, §3.5), docs/math's exact linear numbers (§5.2, T3), the particle method
 (§4.1) and finite networks (§1).
 
 Inputs are drawn with numpy (no JAX compile per test) and results compared in numpy.
@@ -110,14 +110,14 @@ def _gram(task):
 
 
 def _theta_kernel(coupling, readout):
-    """The t = 0 kernel by which f moves (spec §3.3): Θ̃ for mode B read out by P2, else Θ."""
+    """The t = 0 kernel by which f moves (§3.3): Θ̃ for mode B read out by P2, else Θ."""
     return "Theta_decoupled" if (coupling, readout) == (DECOUPLED, P2) else "Theta"
 
 
-# -- t = 0: the recursion of spec §2 -------------------------------------------------------------
+# -- t = 0: the recursion of §2 -------------------------------------------------------------
 @pytest.mark.parametrize("coupling,readout", MODES, ids=MODE_IDS)
 def test_initial_kernels_match_the_recursion(coupling, readout):
-    """At t = 0 every reported kernel equals the K-step recursion of spec §2 (full (P+Q)² matrices,
+    """At t = 0 every reported kernel equals the K-step recursion of §2 (full (P+Q)² matrices,
     β, γ0, σ's ≠ 1, P + Q > D) to round-off: H_k, G_k, h_rms, and Θ(0) (Θ̃(0) for mode B with P2)."""
     param = nfd.DepthMuP(beta=1.3, gamma0=0.7, sigma_in=0.8, sigma_out=1.2)
     task = _sign_task(3, 2, 4, seed=1)
@@ -157,7 +157,7 @@ def test_linear_ntk_and_decoupled_trace_ratio(K, ratio):
     np.testing.assert_allclose(theta, want, rtol=1e-12, atol=1e-12)
     got = np.trace(tilde) / np.trace(theta)
     assert abs(got - 2 * q / (1 + 2 * q)) < 1e-12
-    assert abs(got - ratio) < 5e-5  # the spec's 4-decimal table
+    assert abs(got - ratio) < 5e-5  # docs/math's 4-decimal table
 
 
 def test_first_step_is_exactly_the_kernel_step():
@@ -177,7 +177,7 @@ def test_first_step_is_exactly_the_kernel_step():
         np.testing.assert_allclose(f1, want, rtol=1e-11, atol=1e-13)
 
 
-# -- spec §5.2: the exact linear numbers ----------------------------------------------------------
+# -- §5.2: the exact linear numbers ----------------------------------------------------------
 def _one_step_ratio(task, K):
     """δΦ_K = Φ_K(1,1) − Φ_K(0,0) of the last layer step: mode B (= the decoupled network at
     t = 1) over mode A, entry by entry."""
@@ -203,7 +203,7 @@ def test_one_step_last_layer_kernel_ratio_matches_spec(K):
     """Spec §5.2 (b), second set (P = 4, D = 8, η0 = 0.2, all tensors trained): δΦ_K^B/δΦ_K^A =
     0.425, 0.387, 0.367, 0.357, 0.352, 0.349 at L = 4…128. The ratio is the same for every entry
     of the P×P matrix and for every input draw: at t = 1 both changes are rank one along K^x c(0)
-    with depth-only prefactors, so the spec's numbers need no particular inputs."""
+    with depth-only prefactors, so docs/math's numbers need no particular inputs."""
     ratios = np.stack([_one_step_ratio(_sign_task(4, 0, seed=s), K) for s in range(3)])
     assert np.ptp(ratios) < 1e-9
     assert abs(ratios[0, 0, 0] - SPEC_RATIO[K]) < 5e-4
@@ -255,7 +255,7 @@ def test_spec_second_set_gaps():
     np.testing.assert_allclose(extrapolated, [0.0705, 0.0270, 0.0831, -0.0666], rtol=0.01)
 
 
-# -- against the particle method (spec §4.1) ------------------------------------------------------
+# -- against the particle method (§4.1) ------------------------------------------------------
 @pytest.mark.parametrize(
     "coupling,readout,batch_size",
     [
@@ -269,7 +269,7 @@ def test_spec_second_set_gaps():
 def test_particles_agree_within_standard_errors(coupling, readout, batch_size):
     """`MatrixParticles` with Linear() (M = 256, E = 16 repetitions) agrees with the exact limit:
     f on train and test points, the reported NTK (Θ̃ for mode B with P2), the h and g kernels,
-    h_rms, h_movement and block_movement, at every step, within 4 SE plus the particles' O(1/M) bias (spec §7.1). That bias was measured
+    h_rms, h_movement and block_movement, at every step, within 4 SE plus the particles' O(1/M) bias (§7.1). That bias was measured
     here (M = 128…1024, 256 repetitions at M = 128): M·|bias| stays constant, ≤ 4.3 × max|exact|
     for every quantity and mode, so PARTICLE_BIAS × max|exact|/M bounds it."""
     K, T, M, E, lr = 4, 3, 256, 16, 0.2
@@ -311,7 +311,7 @@ def test_particles_agree_within_standard_errors(coupling, readout, batch_size):
     assert np.max(np.abs(_f_all(exact)[0, -1])) > 0.3  # it learned
 
 
-# -- against finite networks (spec §1) ------------------------------------------------------------
+# -- against finite networks (§1) ------------------------------------------------------------
 def _finite_pair_means(backward, n, num_pairs, task, L, T, lr, *, key):
     """Seed means of f (train and test) over antithetic pairs v(0) ↔ −v(0) of finite linear nets."""
     D = task[0].shape[1]
@@ -362,7 +362,7 @@ def test_finite_networks_approach_their_limit(backward, n, num_pairs):
         assert np.all(z < 4.0) if close else np.max(z) > 8.0, z
 
 
-# -- lazy limit (spec §3.5, T4) -------------------------------------------------------------------
+# -- lazy limit (§3.5, T4) -------------------------------------------------------------------
 @pytest.mark.parametrize("coupling,readout", MODES, ids=MODE_IDS)
 def test_lazy_limit_is_kernel_gradient_descent(coupling, readout):
     """T4: as γ0 → 0, full-batch MSE GD follows f(t+1) = f(t) + η0 Θ(0) c(t) on train and test points

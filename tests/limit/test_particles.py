@@ -1,4 +1,4 @@
-"""The particle limit solver (spec §4.1) against the finite network, the n = ∞ oracles and rates."""
+"""The particle limit solver (§4.1) against the finite network, the n = ∞ oracles and rates."""
 
 import equinox as eqx
 import jax
@@ -114,7 +114,7 @@ def test_matrix_particles_with_finite_weights_are_the_finite_network(
 @pytest.mark.parametrize("block", ["one_layer", "two_layer"])
 def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk(block):
     """P1 at M = n, K = L: f(t+1) = f(t) + η0 Θ(t) c(t) with Θ the network's empirical NTK, while
-    the network itself is trained with the error signal of the P1 predictions (spec §3.3, §4.1);
+    the network itself is trained with the error signal of the P1 predictions (§3.3, §4.1);
     two-layer blocks with a = 1 (the NTK's W1 part carries L^a)."""
     task = teacher_student(n_train=6, n_test=2, in_dim=4, key=jr.key(3))
     a = 1.0 if block == "two_layer" else 0.0
@@ -184,7 +184,7 @@ def _sample(E, M, K, D, C, sigma_out, coupling, key, block="one_layer"):
 )
 def test_init_kernels_match_recursion_within_4_se(act, block, coupling):
     """At t = 0 the particle H_k, G_k and Θ (Θ̃ for mode B read out by P2) match the K-step
-    dual-kernel recursion of spec §2 (full P×P matrices, β, σ_in, σ_out ≠ 1; two-layer blocks
+    dual-kernel recursion of §2 (full P×P matrices, β, σ_in, σ_out ≠ 1; two-layer blocks
     with a = 1/2) within 4 standard errors over repetitions."""
     a = 0.5 if block == "two_layer" else 0.0
     param = nfd.DepthMuP(beta=1.3, sigma_in=0.8, sigma_out=1.2, first_layer_lr_exponent=a)
@@ -232,7 +232,7 @@ def test_init_kernels_match_recursion_within_4_se(act, block, coupling):
     ],
 )
 def test_lazy_limit_is_kernel_gradient_descent(coupling, readout, kernel):
-    """T4 / spec §3.5: as γ0 → 0, full-batch MSE GD follows f(t+1) = f(t) + η0 Θ(0) c(t) on train and
+    """T4 / §3.5: as γ0 → 0, full-batch MSE GD follows f(t+1) = f(t) + η0 Θ(0) c(t) on train and
     test points (Θ̃(0) for mode B with P2), within sampling error plus O(γ0)."""
     gamma0, E, M, K, T, lr = 1e-3, 8, 384, 4, 8, 2.0
     param = nfd.DepthMuP(gamma0=gamma0)
@@ -271,7 +271,7 @@ def test_lazy_limit_is_kernel_gradient_descent(coupling, readout, kernel):
 
 def test_particle_error_has_slope_minus_half_in_m():
     """T5a: the RMS error of the particle Θ(0) against the recursion falls like M^{-1/2}, slope
-    −0.5 ± 0.1 (the spec's tolerance). Measured spread of the fitted slope over 8 independent
+    −0.5 ± 0.1 (docs/math's tolerance). Measured spread of the fitted slope over 8 independent
     particle draws: SD 0.12 with P = 3 probe points and 6 repetitions (the former design, for
     which ± 0.15 was ≈ 1.3 SD), 0.063 with P = 8, 0.050 with P = 16 (more kernel entries per
     draw cost nothing extra: W dominates); with P = 16 and 18 repetitions (3 chunks of 6, to
@@ -456,7 +456,7 @@ def test_particle_step_compiles_once():
 @pytest.mark.slow
 def test_particle_error_slope_over_the_issue_range():
     """T5a at the issue's sizes, M = 256 … 8192 (one repetition at a time to bound memory), with
-    the spec's tolerance ± 0.1.
+    docs/math's tolerance ± 0.1.
 
     Measured at the default-tier sizes (M = 64 … 1024, 6 repetitions, 8 independent draws): the
     fitted slope has SD 0.12 with P = 3 probe points and 0.050 with P = 16. Here P = 16, E = 16

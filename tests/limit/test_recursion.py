@@ -1,4 +1,4 @@
-"""The t = 0 kernel recursions (spec NFD.md §2; acceptance tests T1, T2a, T3) against oracles."""
+"""The t = 0 kernel recursions (docs/math §2; acceptance tests T1, T2a, T3) against oracles."""
 
 import functools
 import math
@@ -18,18 +18,18 @@ UNIT = jnp.ones((1, 1))  # one input with K^x = |x|²/D = 1
 
 
 def unit_norm_gram(p: int, d: int, seed: int) -> np.ndarray:
-    """``K^x = x·x'/D`` of ``p`` random inputs with ``|x|² = D`` (spec §0)."""
+    """``K^x = x·x'/D`` of ``p`` random inputs with ``|x|² = D`` (§0)."""
     x = np.random.default_rng(seed).normal(size=(p, d))
     x *= math.sqrt(d) / np.linalg.norm(x, axis=1, keepdims=True)
     return x @ x.T / d
 
 
 # ----------------------------------------------------------------------------------------------
-# Independent float64 reference: plain numpy and python loops over entries and layers (spec §2).
+# Independent float64 reference: plain numpy and python loops over entries and layers (§2).
 
 
 def np_duals(name: str, h11: float, h12: float, h22: float) -> tuple[float, float]:
-    """``(V, V')`` for one entry, written out from spec §2 with ``math``."""
+    """``(V, V')`` for one entry, written out from §2 with ``math``."""
     if name == "relu":
         rho = min(max(h12 / math.sqrt(h11 * h22), -1.0), 1.0)
         theta = math.acos(rho)
@@ -53,7 +53,7 @@ def np_maps(name: str, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def np_reference(name, kx, depth, block, sigma_in, sigma_out, b2, m):
-    """``H_L, G_0, Θ, Θ̃`` by the recursions of spec §2 with branch² ``b2`` and multipliers ``m``."""
+    """``H_L, G_0, Θ, Θ̃`` by the recursions of §2 with branch² ``b2`` and multipliers ``m``."""
     hs, zs = [sigma_in**2 * kx], []
     for _ in range(depth):
         h = hs[-1]
@@ -95,7 +95,7 @@ def np_reference(name, kx, depth, block, sigma_in, sigma_out, b2, m):
     return hs[-1], gs[0], theta, theta_dec
 
 
-# The branch² and multipliers are written here from spec §1.3 / the parameterization table, not read
+# The branch² and multipliers are written here from §1.3 / the parameterization table, not read
 # from the parameterization object, so the test checks that `init_kernels` reads them correctly.
 CASES = [
     # (param, depth, block, b², m)
@@ -146,7 +146,7 @@ def test_relu_diagonal_closed_forms(depth):
     np.testing.assert_allclose(jnp.diagonal(out.H[-1]), q**depth, rtol=0, atol=1e-12)
     theta = jnp.diagonal(out.Theta)
     np.testing.assert_allclose(theta, q**depth + 0.25 * q ** (depth - 1), rtol=0, atol=1e-10)
-    table = {1: 1.7500, 4: 1.9578, 16: 2.0328, 64: 2.0537}  # spec §2 table
+    table = {1: 1.7500, 4: 1.9578, 16: 2.0328, 64: 2.0537}  # §2 table
     np.testing.assert_allclose(theta, table[depth], rtol=0, atol=1e-4)
     if depth == 4:
         np.testing.assert_allclose(out.H[-1, 0, 0], 1.6018, rtol=0, atol=1e-4)
@@ -222,7 +222,7 @@ def test_zero_input_is_finite():
 def test_continuum_kernels_match_closed_forms(beta, sigma_in, sigma_out):
     """Spec §2 continuum by Diffrax against its closed forms. Linear: H(1) = σ_in² e^{β²} K^x,
     Θ = σ_in² e^{β²} (σ_out² (1 + β²) + 1) K^x, Θ̃ = σ_in² e^{β²} (σ_out² + 1) K^x (so Θ̃/Θ → 2/(2+β²)
-    at σ = 1, the spec's 0.6667); ReLU at β = σ = 1, |x|² = D: H(1)_μμ = e^{1/2},
+    at σ = 1, docs/math's 0.6667); ReLU at β = σ = 1, |x|² = D: H(1)_μμ = e^{1/2},
     Θ_μμ = (5/4) e^{1/2} = 2.0609."""
     kx = jnp.asarray(unit_norm_gram(4, 6, seed=3))
     param = DepthMuP(beta=beta, sigma_in=sigma_in, sigma_out=sigma_out)
@@ -235,7 +235,7 @@ def test_continuum_kernels_match_closed_forms(beta, sigma_in, sigma_out):
         relu = continuum_kernels(param, Relu(), kx)
         np.testing.assert_allclose(jnp.diagonal(relu.H1), math.exp(0.5), rtol=1e-9)
         np.testing.assert_allclose(jnp.diagonal(relu.Theta), 1.25 * math.exp(0.5), rtol=1e-9)
-        np.testing.assert_allclose(jnp.diagonal(relu.Theta), 2.0609, atol=1e-4)  # spec §2 table
+        np.testing.assert_allclose(jnp.diagonal(relu.Theta), 2.0609, atol=1e-4)  # §2 table
 
 
 @pytest.mark.parametrize("act", [Tanh(), Erf()], ids=["tanh", "erf"])

@@ -18,7 +18,7 @@ BLOCKS = {"one_layer": nfd.OneLayer(), "two_layer": nfd.TwoLayer()}
 
 
 def jacobian_ntk(model: nfd.ResNet, xs, *, full: bool = False):
-    """Θ = (1/η0) Σ_θ η_θ J_θ J̃_θᵀ from per-tensor Jacobians (spec §1.4), an independent reference.
+    """Θ = (1/η0) Σ_θ η_θ J_θ J̃_θᵀ from per-tensor Jacobians (§1.4), an independent reference.
 
     J is the true Jacobian (reused backprop); J̃ the one the network's backward mode produces.
     Returns the (P, C, P, C) kernel if ``full`` else the class-averaged diagonal block.

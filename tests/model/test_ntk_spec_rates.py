@@ -1,5 +1,5 @@
-"""The empirical NTK against a Jacobian reference whose learning rates are the spec's table,
-written here (spec §1.3: η_θ = η0 γ0² n m_θ; m_U = m_v = 1; blocks: depth-muP and muP m = 1,
+"""The empirical NTK against a Jacobian reference whose learning rates are docs/math's table,
+written here (§1.3: η_θ = η0 γ0² n m_θ; m_U = m_v = 1; blocks: depth-muP and muP m = 1,
 CompleteP m = L; two-layer W1 carries an extra L^a), not read from the parameterization."""
 
 import equinox as eqx
@@ -17,7 +17,7 @@ from nfd.nn import Tanh
 N, L, A = 12, 3, 0.5
 BETA, GAMMA0, SIGMA_IN, SIGMA_OUT = 1.3, 0.6, 0.8, 1.2
 
-# spec §1.3 block multipliers m_θ (the W1 entry includes L^a for two-layer blocks)
+# §1.3 block multipliers m_θ (the W1 entry includes L^a for two-layer blocks)
 M_BLOCK = {"depth_mup": 1.0, "mup": 1.0, "completep": float(L)}
 PARAMS = {"depth_mup": nfd.DepthMuP, "mup": nfd.MuP, "completep": nfd.CompleteP}
 BLOCKS = {"one_layer": nfd.OneLayer(), "two_layer": nfd.TwoLayer()}
@@ -66,7 +66,7 @@ def jacobian_ntk_spec(model: nfd.ResNet, xs, rates):
     ],
 )
 def test_ntk_matches_jacobian_with_spec_rate_table(param_name, block, backward):
-    """`empirical_ntk` = the Jacobian NTK with the spec's hard-coded rates, to 1e-10 relative
+    """`empirical_ntk` = the Jacobian NTK with docs/math's hard-coded rates, to 1e-10 relative
     (float64 round-off of two different contractions; a wrong multiplier, e.g. a missing L^a or
     CompleteP's L, changes the W/W1 term by a factor ≥ 3^0.5 ≈ 1.7)."""
     a = A if block == "two_layer" else 0.0

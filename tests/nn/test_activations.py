@@ -1,4 +1,4 @@
-"""Activations and their Gaussian dual kernels (spec NFD.md §2) against independent references.
+"""Activations and their Gaussian dual kernels (docs/math §2) against independent references.
 
 Everything under test is called through ``jax.jit`` so that each test compiles a few programs
 instead of dispatching (and compiling) dozens of small eager operations.
@@ -90,7 +90,7 @@ def test_relu_derivative_at_zero_is_zero():
 
 
 def test_erf_closed_form_matches_gauss_hermite():
-    # spec §2: "for erf the quadrature must match the closed form to 1e-8". It does for variances up
+    # §2: "for erf the quadrature must match the closed form to 1e-8". It does for variances up
     # to about 1.5 and every ρ in [-1, 1]; it degrades beyond (see gauss_hermite_expectation).
     act = Erf()
 

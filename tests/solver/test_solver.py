@@ -52,7 +52,7 @@ def ou() -> OU:
 
 
 class MatrixNoise(AbstractTerm):
-    """dh = A_k tanh(h) dτ + β dW_k tanh(h) / sqrt(M): the random-matrix noise of spec §4.1."""
+    """dh = A_k tanh(h) dτ + β dW_k tanh(h) / sqrt(M): the random-matrix noise of §4.1."""
 
     beta: jax.Array
 

@@ -1,9 +1,9 @@
-"""One Adam step of the finite network against the spec §1.3 Adam table, written here.
+"""One Adam step of the finite network against the §1.3 Adam table, written here.
 
 From a fresh optax state, Adam's first update is −rate·m̂/(√v̂ + ε) with m̂ = grad, v̂ = grad², i.e.
 −rate·grad/(|grad| + ε) = −rate·sign(grad) up to a relative ε/|grad| (ε = 1e-8/n by default). So
 after one `FiniteNetwork.step` (the step `evolve` runs) every raw tensor moves by
-η0 × rate_θ × sign(∂loss/∂θ) elementwise, with rate_θ from the spec table:
+η0 × rate_θ × sign(∂loss/∂θ) elementwise, with rate_θ from the docs/math table:
 U: 1/(σ_in √D), W and W2: 1/√(nL), W1: L^a/√(nL), v: γ0 (depth-muP). The gradients are this
 test's own `jax.grad` of the centred MSE loss; the decoupled offsets E must not move."""
 
@@ -59,7 +59,7 @@ def test_first_adam_step_is_spec_rate_times_gradient_sign(block, backward):
     x, y = task.x_train, task.y_train
     f0 = eqx.filter_jit(lambda m: jax.vmap(m)(x))(model)
 
-    def loss(m):  # centred MSE (spec §1.1): ½ mean ‖f − f(θ(0)) − y‖²
+    def loss(m):  # centred MSE (§1.1): ½ mean ‖f − f(θ(0)) − y‖²
         return 0.5 * jnp.mean(jnp.sum((jax.vmap(m)(x) - f0 - y) ** 2, axis=1))
 
     grads = eqx.filter_jit(eqx.filter_grad(loss))(model)

@@ -1,11 +1,11 @@
 """The finite trainer's saved observables against a hand-written numpy float64 ResNet.
 
-`NumpyResNet` re-implements spec §1.1–1.4 with its own backprop (g_ℓ = γ0 n ∂f/∂h_ℓ, spec §1.2)
-and full-batch SGD with the raw rates η_θ = η0 γ0² n m_θ (spec §1.3: m = 1, W1: L^a), from the same
+`NumpyResNet` re-implements §1.1–1.4 with its own backprop (g_ℓ = γ0 n ∂f/∂h_ℓ, §1.2)
+and full-batch SGD with the raw rates η_θ = η0 γ0² n m_θ (§1.3: m = 1, W1: L^a), from the same
 initial arrays as an `nfd.ResNet`. At every saved step it computes, from its own fields, what
 `TrainResult` documents: centred f, the losses, h_rms, h_movement (RMS over points and coordinates
 of h_ℓ(t) − h_ℓ(0)), block_movement (RMS of b ΔW_ℓ φ(h_ℓ)/√n, two-layer: b ΔW2_ℓ φ(z_ℓ)/√n),
-dz_own (RMS of ΔW1_ℓ φ(h_ℓ)/√n), the NTK of spec §1.4 (class-averaged diagonal block) and the
+dz_own (RMS of ΔW1_ℓ φ(h_ℓ)/√n), the NTK of §1.4 (class-averaged diagonal block) and the
 h / g kernels at block round(τL). Both sides are float64 on identical arrays, so they agree to
 round-off: 1e-10 relative leaves ~5 orders of magnitude of slack over 3 steps.
 """
@@ -32,7 +32,7 @@ def _tanh_deriv(x):
 
 class NumpyResNet:
     """A depth-muP ResNet (one- or two-layer blocks) in numpy, trained by full-batch SGD on the
-    centred MSE loss (spec §1.1–1.3)."""
+    centred MSE loss (§1.1–1.3)."""
 
     def __init__(self, U, blocks, v, *, beta, gamma0, sigma_in, a, block):
         self.U, self.v = np.array(U), np.array(v)
