@@ -92,6 +92,8 @@ def loss_figure(run: Run, summary: Mapping) -> Figure:
         fig, ax = plt.subplots(figsize=(5.6, 3.2), layout="constrained")
         handles = []
         for k, key in enumerate(("loss_train", "loss_test")):
+            if key not in a or key not in summary:
+                continue  # no test points (task.n_test = 0): no test loss
             for member in np.atleast_2d(a[key]):
                 ax.plot(steps, member, color=colour(k), alpha=0.3, lw=0.8)
             ax.plot(steps, summary[key]["mean"], color=colour(k), lw=1.8)
@@ -102,6 +104,20 @@ def loss_figure(run: Run, summary: Mapping) -> Figure:
         ax.set_xlabel("training step t")
         ax.set_ylabel("loss")
         legend_outside(ax, handles)
-        m = run.config.model
-        ax.set_title(f"n={m.width}, L={m.depth}, {m.activation}, {m.backward}", fontsize=9)
+        ax.set_title(_run_title(run), fontsize=9)
     return fig
+
+
+def _run_title(run: Run) -> str:
+    """What a finite or limit run is, for its figure's title (a limit has no width n)."""
+    m = run.config.model
+    lim = run.meta.get("limit")
+    if run.meta.get("kind") != "limit" or not isinstance(lim, dict):
+        return f"n={m.width}, L={m.depth}, {m.activation}, {m.backward}"
+    mode = {"exact": "mode A", "decoupled": "mode B (GIA)"}.get(lim["coupling"], lim["coupling"])
+    readout = {"features": "P2", "ntk": "P1"}.get(lim["readout"], lim["readout"])
+    size = f", M={lim['particles']}" if lim["method"] == "particles" else ""
+    return (
+        f"limit n=∞ ({lim['method']}{size}), L={m.depth}, K={lim['layer_steps']}, "
+        f"{mode}, {readout}, {m.activation}"
+    )

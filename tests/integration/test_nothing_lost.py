@@ -323,3 +323,51 @@ def test_version_and_the_saved_config_reproduces_the_demo(tmp_path, capsys):
     capsys.readouterr()
     for key, value in _arrays(demo).items():
         np.testing.assert_array_equal(_arrays(again)[key], value, err_msg=key)
+
+
+# -- provenance ------------------------------------------------------------------------------
+def test_npz_data_provenance_and_paths_relative_to_the_config(tmp_path, monkeypatch, capsys):
+    """A relative `task.path` in a config file is read relative to that file (not the working
+    directory); meta.json records the data's real sizes and SHA-256; config.toml writes only the
+    task keys an .npz task reads, and reproduces the run from another directory."""
+    import hashlib
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data" / "xy.npz"
+    data.parent.mkdir()
+    np.savez(data, x_train=rng.normal(size=(10, 3)), y_train=rng.normal(size=(10, 2)))
+    cfg_file = tmp_path / "cfgs" / "run.toml"
+    cfg_file.parent.mkdir()
+    cfg_file.write_text(
+        '[task]\nname = "npz"\npath = "../data/xy.npz"\n[model]\nwidth = 8\ndepth = 2\n'
+        "[optim]\nsteps = 2\n"
+    )
+    monkeypatch.chdir(tmp_path / "data")  # not where the config is
+    out = tmp_path / "run"
+    assert _run(str(cfg_file), "--out", str(out)) == 0
+    meta = json.loads((out / "meta.json").read_text())["data"]
+    assert meta["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert (meta["n_train"], meta["n_test"], meta["in_dim"], meta["out_dim"]) == (10, 0, 3, 2)
+    assert meta["path"] == str(data.resolve())
+    saved = (out / "config.toml").read_text()
+    task_table = saved.split("[task]")[1].split("[")[0]
+    assert "n_train" not in task_table and "in_dim" not in task_table
+    assert "loss_test" not in _arrays(out)  # no test points: no all-NaN test loss
+    monkeypatch.chdir(tmp_path)
+    again = tmp_path / "again"
+    assert _run(str(out / "config.toml"), "--out", str(again)) == 0
+    capsys.readouterr()
+    for key, value in _arrays(out).items():
+        np.testing.assert_array_equal(_arrays(again)[key], value, err_msg=key)
+
+
+def test_the_wheel_carries_the_configs():
+    """`nfd demo` and `nfd figures` read `nfd.config.packaged_configs()`: inside the package when
+    installed from a wheel (pyproject force-includes configs/ as nfd/configs), else the checkout's
+    configs/. Both hold the demo and the gallery."""
+    import tomllib
+
+    root = config.packaged_configs()
+    assert (root / "demo.toml").is_file() and list((root / "figures" / "smoke").glob("*.toml"))
+    hatch = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    assert hatch["targets"]["wheel"]["force-include"]["configs"] == "nfd/configs"
