@@ -26,4 +26,7 @@ from ._points import Points as Points
 from ._points import batch_schedule as batch_schedule
 from ._saveat import SaveAt as SaveAt
 from ._saveat import save_steps as save_steps
+from ._sharding import describe_mesh as describe_mesh
+from ._sharding import max_devices as max_devices
+from ._sharding import member_mesh as member_mesh
 from ._trajectory import Trajectory as Trajectory

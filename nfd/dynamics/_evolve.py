@@ -7,6 +7,7 @@ steps, divergence bookkeeping (`RESULTS` codes, ``failed_step``, NaN after a mem
 stepped and observed (`AbstractDynamics`), or solves a member's whole path (`AbstractPathDynamics`).
 """
 
+import dataclasses
 import sys
 import time
 from typing import Any
@@ -23,6 +24,7 @@ from ._base import AbstractDynamics, AbstractPathDynamics, Observables
 from ._checkpoint import CheckpointCall, checkpoint_call
 from ._points import Points
 from ._saveat import SaveAt
+from ._sharding import describe_mesh, member_mesh, shard_members
 from ._trajectory import Trajectory
 
 BLOWUP = 1e6  # a loss above BLOWUP × max(loss(0), 1) has diverged (`optim.blowup`)
@@ -169,6 +171,8 @@ def _march(
 ) -> Trajectory:
     """The host loop of a time-marching ensemble (continued from ``call``'s saved state)."""
     num_members, num_steps = lr.shape[0], int(schedule.shape[0])
+    mesh = member_mesh(num_members)  # the members split over the local devices (`_sharding`)
+    initial, lr = shard_members((initial, lr), num_members, mesh)
     state = _start(dynamics, initial, points)
     alive = jnp.ones((num_members,), bool)
     failed = jnp.full((num_members,), -1, jnp.int32)
@@ -180,6 +184,7 @@ def _march(
         first, leaves, alive, failed, records, step_times = partial
         state = jax.tree.unflatten(jax.tree.structure(state), leaves)
         step_times = np.array(step_times)
+    state, alive, failed = shard_members((state, alive, failed), num_members, mesh)
     saved = set(saveat.steps)
     show = sys.stderr.isatty() if progress is None else progress
     with _progress(num_steps, show, desc) as bar:
@@ -204,7 +209,8 @@ def _march(
                 bar.set_postfix(loss=f"{float(jnp.nanmean(values)):.4g}", alive=int(jnp.sum(alive)))
             if not bool(jnp.any(alive)):
                 break  # every member diverged: the remaining saves are NaN
-    return assemble(records, saveat, np.asarray(failed), step_times, points.num_train, blowup)
+    traj = assemble(records, saveat, np.asarray(failed), step_times, points.num_train, blowup)
+    return dataclasses.replace(traj, mesh=describe_mesh(mesh))
 
 
 @eqx.filter_jit

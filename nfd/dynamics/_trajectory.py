@@ -51,6 +51,7 @@ class Trajectory(eqx.Module):
         extras: the observables of `SaveAt.fn`, each ``(E, S, ...)``.
         info: diagnostics of a path dynamics' solves (e.g. `nfd.limit.FixedPointInfo`, one entry
             per member), or ``None``; time-marching dynamics report theirs in ``extras``.
+        mesh: the devices the members ran on (`nfd.dynamics.describe_mesh`; empty: one).
     """
 
     steps: Int[Array, " S"]
@@ -70,6 +71,7 @@ class Trajectory(eqx.Module):
     step_times: Float[Array, " T"]
     extras: dict[str, Array] = eqx.field(default_factory=dict)
     info: Any = None
+    mesh: dict[str, Any] = eqx.field(default_factory=dict, static=True)
 
     @property
     def num_members(self) -> int:
@@ -108,5 +110,6 @@ class Trajectory(eqx.Module):
             info=None
             if first.info is None
             else jax.tree.map(lambda *x: jnp.concatenate(x), *[p.info for p in parts]),
+            mesh=first.mesh,
             **{k: cat(k) for k in MEMBER_FIELDS},
         )
