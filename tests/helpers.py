@@ -187,3 +187,37 @@ def simulate_limit(particles, x_train, y_train, x_test, y_test, **kwargs):
         num_train=x_train.shape[0],
     )
     return simulate(particles, points, **kwargs)
+
+
+def tiny_sweep(*, widths=(16, 32, 64), depths=(2,), steps: int = 2) -> str:
+    """A `kind = "sweep"` config small enough for a test: tanh teacher-student with 4 training
+    points, 2 seeds, 32 particles, mode A only."""
+    return f"""
+kind = "sweep"
+seeds = 2
+precision = "float64"
+
+[task]
+name = "teacher_student"
+n_train = 4
+n_test = 2
+in_dim = 4
+
+[model]
+activation = "tanh"
+
+[optim]
+lr = 0.5
+steps = {steps}
+
+[output]
+every = 1
+
+[limit]
+particles = 32
+
+[sweep]
+widths = {list(widths)}
+depths = {list(depths)}
+couplings = ["exact"]
+"""

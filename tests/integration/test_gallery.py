@@ -4,39 +4,12 @@ import pathlib
 
 import numpy as np
 import pytest
+from helpers import tiny_sweep
 
 from nfd import gallery
 from nfd.cli import main
 
-TINY_SWEEP = """
-kind = "sweep"
-seeds = 2
-precision = "float64"
-
-[task]
-name = "teacher_student"
-n_train = 4
-n_test = 2
-in_dim = 4
-
-[model]
-activation = "tanh"
-
-[optim]
-lr = 0.5
-steps = 2
-
-[output]
-every = 1
-
-[limit]
-particles = 32
-
-[sweep]
-widths = [16, 32, 64]
-depths = [2]
-couplings = ["exact"]
-"""
+TINY_SWEEP = tiny_sweep()
 
 
 @pytest.fixture

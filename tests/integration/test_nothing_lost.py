@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import tiny_sweep
 
 from nfd import config, gallery
 from nfd.cli import EXIT, main
@@ -26,34 +27,7 @@ FINITE = str(ROOT / "configs/smoke/finite.toml")
 LIMIT = str(ROOT / "configs/smoke/limit.toml")
 
 
-TINY_SWEEP = """
-kind = "sweep"
-seeds = 2
-
-[task]
-name = "teacher_student"
-n_train = 4
-n_test = 2
-in_dim = 4
-
-[model]
-activation = "tanh"
-
-[optim]
-lr = 0.5
-steps = 3
-
-[output]
-every = 1
-
-[limit]
-particles = 32
-
-[sweep]
-widths = [16, 32]
-depths = [2, 3]
-couplings = ["exact"]
-"""
+TINY_SWEEP = tiny_sweep(widths=(16, 32), depths=(2, 3), steps=3)
 
 
 def _run(*args: str) -> int:
