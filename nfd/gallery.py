@@ -37,6 +37,7 @@ from .config import (
 )
 from .dynamics import checkpointing, stop_on_signals
 from .experiments import (
+    SweepResult,
     limit_method,
     run_demo,
     run_finite,
@@ -175,30 +176,31 @@ def _curves(run: Run) -> dict:
 def _sweep_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
     t0 = time.perf_counter()
     res = run_sweep(cfg, progress=progress)
-    wall = time.perf_counter() - t0
+    return sweep_outcome(res, wall_s=time.perf_counter() - t0)
+
+
+def sweep_outcome(res: SweepResult, **timings: float) -> Outcome:
+    """A sweep's arrays (`sweep_arrays`) and metadata: its analysis, the diverged members and
+    ``timings`` (seconds); also what ``nfd merge`` saves for a sweep run as ``--cell`` tasks."""
     arrays = sweep_arrays(res)
     t1 = time.perf_counter()
     summary = analysis.convergence_summary(
         {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     )
     status = np.asarray(res.status)
-    members = [
+    members = [  # thousands of members: list only the diverged ones
         {
-            "width": int(n),
-            "depth": int(L),
-            "lr": float(lr),
-            "seed": e,
-            "status": "diverged" if status[i, j, r, e] else "ok",
+            "width": int(res.widths[i]),
+            "depth": int(res.depths[j]),
+            "lr": float(res.lrs[r]),
+            "seed": int(e),
+            "status": "diverged",
         }
-        for i, n in enumerate(res.widths)
-        for j, L in enumerate(res.depths)
-        for r, lr in enumerate(res.lrs)
-        for e in range(status.shape[-1])
-        if status[i, j, r, e]  # thousands of members: list only the diverged ones
+        for i, j, r, e in zip(*np.nonzero(status), strict=True)
     ]
     all_failed = bool(np.all(status != 0))
     meta = {
-        "timings": {"wall_s": wall, "analysis_s": time.perf_counter() - t1},
+        "timings": {**timings, "analysis_s": time.perf_counter() - t1},
         "summary": summary,
         "diverged_members": members,
         "all_failed": all_failed,
@@ -384,6 +386,7 @@ def run_experiment(
     resume: bool = False,
     replace: bool = False,
     size: str | None = None,
+    exp: Experiment | None = None,
 ) -> tuple[pathlib.Path, bool]:
     """Run ``cfg`` and save it at ``out`` with its figures and report; (run dir, all failed).
 
@@ -392,9 +395,9 @@ def run_experiment(
     whenever it holds a killed run of the same config); the finished run (arrays,
     metadata, figures, report) is swapped in atomically (`nfd.runs.save_run`), and with
     ``replace`` a previous run at ``out`` is deleted only then. The output is checked before any
-    computing (`nfd.runs.check_out`).
+    computing (`nfd.runs.check_out`). ``exp``: run this instead of the kind's experiment.
     """
-    exp = experiment(cfg.kind)
+    exp = experiment(cfg.kind) if exp is None else exp
     work = out if work is None else work
     if work == out:
         check_out(out, resume=resume, replace=replace)

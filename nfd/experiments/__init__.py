@@ -17,4 +17,10 @@ from ._sweep import SweepResult as SweepResult
 from ._sweep import run_limits as run_limits
 from ._sweep import run_sweep as run_sweep
 from ._sweep import sweep_arrays as sweep_arrays
+from ._sweep_cells import SweepUnit as SweepUnit
+from ._sweep_cells import cell_units as cell_units
+from ._sweep_cells import merge_cells as merge_cells
+from ._sweep_cells import parse_cell as parse_cell
+from ._sweep_cells import run_cell as run_cell
+from ._sweep_cells import sweep_units as sweep_units
 from ._transfer import run_transfer as run_transfer

@@ -295,33 +295,80 @@ def _richardson_grid(coarse: Mapping[str, np.ndarray], fine: Mapping[str, np.nda
 KINF = "_kinf"  # suffix of the K → ∞ (Richardson) modes
 
 
-def _limit_grids(cfg: Config, task: Task, depths, lrs, *, progress) -> tuple[list[str], dict]:
-    """The limit modes (``sweep.couplings``, then with ``sweep.extrapolate_layers`` each mode's
-    ``K → ∞`` Richardson mode ``X_kinf``) and the `_grid` of every mode and depth, keyed
-    ``(mode, L)``."""
+def sweep_axes(cfg: Config) -> tuple[list[int], list[int], list[float]]:
+    """The widths, depths and learning rates of the grid (an empty `[sweep]` list: the `[model]`
+    or `[optim]` value)."""
+    sw = cfg.sweep
+    return (
+        list(sw.widths) or [cfg.model.width],
+        list(sw.depths) or [cfg.model.depth],
+        list(sw.lrs) or [cfg.optim.lr],
+    )
+
+
+def limit_modes(cfg: Config) -> list[str]:
+    """The limit modes: ``sweep.couplings``, then with ``sweep.extrapolate_layers`` each mode's
+    ``K → ∞`` Richardson mode ``X_kinf``."""
     sw = cfg.sweep
     extrapolate = sw.extrapolate_layers and bool(sw.couplings)
-    names = "+".join(sw.couplings)
-    limit = {}
-    for L in depths:
-        runs = run_limits(
-            cfg,
-            depth=L,
-            lrs=lrs,
-            couplings=sw.couplings,
-            task=task,
-            progress=progress,
-            desc=f"limit {names} K=L={L}",
-            refine=extrapolate,
-            refine_desc=f"limit {names} K=2L={2 * layer_steps(cfg, L)}",
+    return list(sw.couplings) + ([c + KINF for c in sw.couplings] if extrapolate else [])
+
+
+def check_sweep(cfg: Config) -> Config:
+    """Refuse a grid that cannot run; the config of its limit runs (``sweep.limit_seeds``)."""
+    sw = cfg.sweep
+    if sw.antithetic and cfg.seeds % 2:
+        raise ConfigError(
+            "seeds", f"must be even with sweep.antithetic = true, got {cfg.seeds}", "2, 4, ..."
         )
-        for X, res in runs.items():
-            limit[X, L] = _grid(res, len(lrs), cfg.seeds)
-        if extrapolate:
-            for X in sw.couplings:
-                limit[X + KINF, L] = _richardson_grid(limit[X, L], limit.pop((f"{X}@2K", L)))
-    modes = list(sw.couplings) + ([c + KINF for c in sw.couplings] if extrapolate else [])
-    return modes, limit
+    return dataclasses.replace(cfg, seeds=sw.limit_seeds) if sw.limit_seeds else cfg
+
+
+def finite_cell(
+    cfg: Config, task: Task, *, width: int, depth: int, progress: bool | None = None
+) -> dict[str, np.ndarray]:
+    """One cell: the finite ensemble at ``(width, depth)`` over every learning rate, as `_grid`
+    arrays ``(Lr, E, S, ...)``; the same computation in `run_sweep` and in a task's `run_cell`."""
+    lrs = sweep_axes(cfg)[2]
+    res = run_finite(
+        cfg,
+        width=width,
+        depth=depth,
+        lrs=lrs,
+        task=task,
+        progress=progress,
+        desc=f"finite n={width} L={depth}",
+        antithetic=cfg.sweep.antithetic,
+    )
+    return _grid(res, len(lrs), cfg.seeds)
+
+
+def limit_cell(
+    cfg: Config, task: Task, *, depth: int, progress: bool | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """The limit of one depth: the `_grid` arrays of every mode of `limit_modes` (`run_limits`
+    at ``K = L``, with ``sweep.extrapolate_layers`` also the Richardson modes). ``cfg``: the
+    limit config of `check_sweep`."""
+    sw = cfg.sweep
+    lrs = sweep_axes(cfg)[2]
+    names = "+".join(sw.couplings)
+    extrapolate = sw.extrapolate_layers and bool(sw.couplings)
+    runs = run_limits(
+        cfg,
+        depth=depth,
+        lrs=lrs,
+        couplings=sw.couplings,
+        task=task,
+        progress=progress,
+        desc=f"limit {names} K=L={depth}",
+        refine=extrapolate,
+        refine_desc=f"limit {names} K=2L={2 * layer_steps(cfg, depth)}",
+    )
+    out = {X: _grid(res, len(lrs), cfg.seeds) for X, res in runs.items()}
+    if extrapolate:
+        for X in sw.couplings:
+            out[X + KINF] = _richardson_grid(out[X], out.pop(f"{X}@2K"))
+    return out
 
 
 def _stack(table, outer, depths, key) -> Array:
@@ -344,33 +391,35 @@ def _ntk_fields(finite, limit, widths, depths, modes, antithetic, limit_antithet
 
 
 def run_sweep(cfg: Config, *, progress: bool | None = None) -> SweepResult:
-    """Run the `[sweep]` grid: finite ensembles, then the limit per depth and coupling mode."""
-    sw = cfg.sweep
-    widths = list(sw.widths) or [cfg.model.width]
-    depths = list(sw.depths) or [cfg.model.depth]
-    lrs = list(sw.lrs) or [cfg.optim.lr]
-    if sw.antithetic and cfg.seeds % 2:
-        raise ConfigError(
-            "seeds", f"must be even with sweep.antithetic = true, got {cfg.seeds}", "2, 4, ..."
-        )
-    lcfg = dataclasses.replace(cfg, seeds=sw.limit_seeds) if sw.limit_seeds else cfg
+    """Run the `[sweep]` grid: finite ensembles (`finite_cell`, width-major), then the limit per
+    depth and coupling mode (`limit_cell`)."""
+    lcfg = check_sweep(cfg)
+    widths, depths, _ = sweep_axes(cfg)
     task = build_task(cfg, key=run_keys(cfg)["task"])
-    finite = {}
-    for n in widths:
+    finite = {
+        (n, L): finite_cell(cfg, task, width=n, depth=L, progress=progress)
+        for n in widths
+        for L in depths
+    }
+    limit = {}
+    if cfg.sweep.couplings:
         for L in depths:
-            res = run_finite(
-                cfg,
-                width=n,
-                depth=L,
-                lrs=lrs,
-                task=task,
-                progress=progress,
-                desc=f"finite n={n} L={L}",
-                antithetic=sw.antithetic,
-            )
-            finite[n, L] = _grid(res, len(lrs), cfg.seeds)
-    X, limit = _limit_grids(lcfg, task, depths, lrs, progress=progress)
-    lanti = _limit_is_antithetic(lcfg)
+            for X, grid in limit_cell(lcfg, task, depth=L, progress=progress).items():
+                limit[X, L] = grid
+    return assemble_sweep(cfg, finite, limit)
+
+
+def assemble_sweep(
+    cfg: Config,
+    finite: Mapping[tuple[int, int], Mapping[str, np.ndarray]],
+    limit: Mapping[tuple[str, int], Mapping[str, np.ndarray]],
+) -> SweepResult:
+    """The `SweepResult` of the cells' `_grid` arrays: ``finite[width, depth]`` (`finite_cell`)
+    and ``limit[mode, depth]`` (`limit_cell`); the NTK statistics are computed here."""
+    sw = cfg.sweep
+    widths, depths, lrs = sweep_axes(cfg)
+    X = limit_modes(cfg)
+    lanti = _limit_is_antithetic(check_sweep(cfg))
     ntk = {}
     if cfg.output.ntk:
         ntk = _ntk_fields(finite, limit, widths, depths, X, sw.antithetic, lanti)
