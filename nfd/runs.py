@@ -202,6 +202,7 @@ def save_run(
     check_out(out, resume=is_open_run(out), replace=replace, need_bytes=0)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; a run is as readable as any dir
     failure: Exception | None = None
     try:
         (tmp / "config.toml").write_text(dumps(cfg))
@@ -221,6 +222,12 @@ def save_run(
     if failure is not None:
         raise failure
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _swap_in(new: pathlib.Path, out: pathlib.Path) -> None:

@@ -29,4 +29,5 @@ from ._saveat import save_steps as save_steps
 from ._sharding import describe_mesh as describe_mesh
 from ._sharding import max_devices as max_devices
 from ._sharding import member_mesh as member_mesh
+from ._trajectory import MEMBER_FIELDS as MEMBER_FIELDS
 from ._trajectory import Trajectory as Trajectory

@@ -345,3 +345,16 @@ def test_the_wheel_carries_the_configs():
     assert (root / "demo.toml").is_file() and list((root / "figures" / "smoke").glob("*.toml"))
     hatch = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
     assert hatch["targets"]["wheel"]["force-include"]["configs"] == "nfd/configs"
+
+
+def test_a_run_directory_has_the_usual_permissions(tmp_path, capsys):
+    """The atomic write goes through a temporary directory (owner-only when made): the finished
+    run directory gets the permissions of any new directory under the process's umask."""
+    out = tmp_path / "run"
+    mask = os.umask(0o022)
+    try:
+        assert _run(FINITE, "--out", str(out), "--set", "optim.steps=1") == 0
+    finally:
+        os.umask(mask)
+    capsys.readouterr()
+    assert out.stat().st_mode & 0o777 == 0o755

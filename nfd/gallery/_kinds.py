@@ -1,42 +1,20 @@
-"""Experiment kinds and the figure gallery: what `nfd run` runs and `nfd figures` draws.
-
-The registry: each config kind is an `Experiment` of four pure pieces. ``run(cfg, progress=...)``
-computes an `Outcome` (the arrays of `nfd.experiments` and the metadata, with the analysis
-recorded in it; written atomically as a run directory by `nfd.runs.save_run`); ``analyse(run)``
-summarises the *saved* run (`nfd.analysis`); ``figures(run, summary)`` draws named figures
-(`nfd.plots`) and ``report(run, summary)`` writes the plain-language summary (`nfd.reports`,
-``DIR/report.md``), so ``nfd plot DIR`` re-draws them without re-running the experiment. Nothing
-imports this module back but the command line, the scripts and the notebooks.
-
-The gallery is the set of configs under ``configs/figures/smoke`` (minutes on 2 CPU cores; run by
-the test suite) and ``configs/figures/full`` (a long CPU run or a GPU): ``nfd figures [--full]``
-runs each config and collects its figures and report into one folder with an ``index.md``.
-"""
+"""The experiment kinds: what `nfd run` runs for each config kind (`KINDS`)."""
 
 import dataclasses
-import pathlib
-import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from . import analysis, plots, reports
-from .config import (
+from .. import analysis, plots, reports
+from ..config import (
     Config,
     ConfigError,
-    build_task,
-    data_provenance,
     layer_steps,
-    load,
-    packaged_configs,
-    run_keys,
-    use_precision,
 )
-from .dynamics import checkpointing, stop_on_signals
-from .experiments import (
+from ..dynamics import MEMBER_FIELDS
+from ..experiments import (
     SweepResult,
     limit_method,
     run_demo,
@@ -48,9 +26,7 @@ from .experiments import (
     run_transfer,
     sweep_arrays,
 )
-from .runs import Run, check_out, discard_open_run, is_open_run, open_run, save_run
-
-CONFIGS = packaged_configs() / "figures"
+from ..runs import Run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,22 +49,7 @@ class Experiment:
 
 
 # -- kind = "finite", "limit" ------------------------------------------------------------------
-TRAJECTORY_ARRAYS = (
-    "steps",
-    "f_train",
-    "f_test",
-    "loss_train",
-    "loss_test",
-    "ntk",
-    "h_kernel",
-    "g_kernel",
-    "h_rms",
-    "h_movement",
-    "block_movement",
-    "dz_own",
-    "status",
-    "failed_step",
-)
+TRAJECTORY_ARRAYS = ("steps", *MEMBER_FIELDS)  # what a finite or limit run saves
 
 
 def _member_status(status, failed) -> dict:
@@ -144,6 +105,7 @@ def _trajectory_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
         "step_s_last_decile": _decile(st, first=False),
     }
     meta = {"timings": timings, **extra, **_member_status(res.status, res.failed_step)}
+    meta["mesh"] = res.mesh  # the devices the members ran on (nfd.dynamics.describe_mesh)
     return Outcome(arrays=arrays, meta=meta, all_failed=meta["all_failed"])
 
 
@@ -349,151 +311,3 @@ def experiment(kind: str) -> Experiment:
     if kind not in KINDS:
         raise ConfigError("kind", f"{kind!r} is not an experiment kind", ", ".join(KINDS))
     return KINDS[kind]
-
-
-FORMATS = ("png", "pdf", "svg")
-
-
-def draw(run: Run, exp: Experiment, formats: Sequence[str] = ("png",)) -> list[pathlib.Path]:
-    """Summarise a saved run, draw and save every figure (in each of ``formats``) and its report;
-    returns the files written."""
-    summary = exp.analyse(run)
-    written = []
-    for name, fig in exp.figures(run, summary).items():
-        for fmt in formats:
-            path = run.path / f"{name}.{fmt}"
-            fig.savefig(path)
-            written.append(path)
-        plt.close(fig)
-    if exp.report is not None:
-        report = run.path / "report.md"
-        text = exp.report(run, summary)
-        if run.meta.get("size") == "smoke":
-            text = f"{reports.SMOKE_BANNER}\n\n{text}"
-        report.write_text(text)
-        written.append(report)
-    return written
-
-
-def run_experiment(
-    cfg: Config,
-    out: pathlib.Path,
-    *,
-    progress: bool | None = None,
-    formats: Sequence[str] = ("png",),
-    work: pathlib.Path | None = None,
-    checkpoint_every: float = 300.0,
-    resume: bool = False,
-    replace: bool = False,
-    size: str | None = None,
-    exp: Experiment | None = None,
-) -> tuple[pathlib.Path, bool]:
-    """Run ``cfg`` and save it at ``out`` with its figures and report; (run dir, all failed).
-
-    The run checkpoints into ``work`` (default ``out``; `nfd.runs.open_run`), so a killed run
-    resumes from it when called again with ``resume`` (a separate ``work`` directory is resumed
-    whenever it holds a killed run of the same config); the finished run (arrays,
-    metadata, figures, report) is swapped in atomically (`nfd.runs.save_run`), and with
-    ``replace`` a previous run at ``out`` is deleted only then. The output is checked before any
-    computing (`nfd.runs.check_out`). ``exp``: run this instead of the kind's experiment.
-    """
-    exp = experiment(cfg.kind) if exp is None else exp
-    work = out if work is None else work
-    if work == out:
-        check_out(out, resume=resume, replace=replace)
-    else:
-        check_out(out, replace=True)
-        check_out(work, resume=is_open_run(work), key="work")
-    use_precision(cfg)
-    task = build_task(cfg, key=run_keys(cfg)["task"])  # the data is checked before computing
-    data = data_provenance(cfg.task.name, cfg.task.path, task)
-    created = not work.exists()
-    try:
-        with checkpointing(open_run(work, cfg), every=checkpoint_every) as ckpt:
-            with stop_on_signals(ckpt):
-                outcome = exp.run(cfg, progress=progress)
-    except ConfigError:  # found before anything was computed: leave no trace of the run
-        discard_open_run(work, created=created)
-        raise
-    meta = {"kind": cfg.kind, "all_failed": outcome.all_failed, "data": data, **outcome.meta}
-    if size is not None:
-        meta["size"] = size  # "smoke": the report carries a banner (its numbers cannot decide)
-    if ckpt.resumed:
-        meta["resumed"] = ckpt.resumed
-    run_dir = save_run(
-        out,
-        cfg,
-        outcome.arrays,
-        meta,
-        draw=lambda run: draw(run, exp, formats),
-        replace=replace or work != out,
-    )
-    if work != out:
-        shutil.rmtree(work, ignore_errors=True)
-    return run_dir, outcome.all_failed
-
-
-def gallery_configs(full: bool = False, root: pathlib.Path | None = None) -> list[pathlib.Path]:
-    """The gallery's config files, sorted by name (smoke size unless ``full``)."""
-    folder = (CONFIGS if root is None else root) / ("full" if full else "smoke")
-    if not folder.is_dir():
-        raise ConfigError("figures", f"no config folder {str(folder)!r}", "configs/figures/...")
-    return sorted(folder.glob("*.toml"))
-
-
-def make_figures(
-    out: pathlib.Path,
-    *,
-    full: bool = False,
-    only: Sequence[str] = (),
-    overrides: Sequence[str] = (),
-    progress: bool | None = None,
-    root: pathlib.Path | None = None,
-    formats: Sequence[str] = ("png",),
-    checkpoint_every: float = 300.0,
-) -> pathlib.Path:
-    """Run every gallery config and collect figures and reports in ``out`` (with ``index.md``).
-
-    Each config's run directory is ``out/runs/<name>``: a previous run there is replaced only once
-    the new one is complete. A run checkpoints into ``out/runs/.<name>.partial`` and, if killed,
-    continues from there the next time (same config). Its figures are copied to
-    ``out/<name>-<figure>.<format>``. Returns the index file.
-    """
-    paths = gallery_configs(full, root)
-    if only:
-        names = {p.stem for p in paths}
-        unknown = sorted(set(only) - names)
-        if unknown:
-            raise ConfigError("--only", f"unknown figure {unknown[0]!r}", ", ".join(sorted(names)))
-        paths = [p for p in paths if p.stem in only]
-    configs = {path.stem: load(path, overrides) for path in paths}  # every config checked first
-    check_out(out, replace=True, key="--out")
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# nfd figures ({'full' if full else 'smoke'} size)\n"]
-    if not full:
-        lines.append(reports.SMOKE_BANNER + "\n")
-    for name, cfg in configs.items():
-        t0 = time.perf_counter()
-        run_dir, _ = run_experiment(
-            cfg,
-            out / "runs" / name,
-            progress=progress,
-            formats=formats,
-            work=out / "runs" / f".{name}.partial",
-            checkpoint_every=checkpoint_every,
-            size="full" if full else "smoke",
-        )
-        wall = time.perf_counter() - t0
-        size = "--full " if full else ""
-        lines.append(f"## {name}\n\n`nfd figures {size}--only {name}` ({wall:.0f} s)\n")
-        for fig in sorted(f for fmt in formats for f in run_dir.glob(f"*.{fmt}")):
-            target = out / f"{name}-{fig.name}"
-            shutil.copyfile(fig, target)
-            if fig.suffix == f".{formats[0]}":
-                lines.append(f"![{name} {fig.stem}]({target.name})\n")
-        if (run_dir / "report.md").exists():
-            lines.append((run_dir / "report.md").read_text() + "\n")
-        print(f"{name}: {run_dir} ({wall:.0f} s)", flush=True)
-    index = out / "index.md"
-    index.write_text("\n".join(lines))
-    return index
