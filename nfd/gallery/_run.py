@@ -15,11 +15,27 @@ from ..config import (
     run_keys,
     use_precision,
 )
-from ..dynamics import checkpointing, stop_on_signals
-from ..runs import Run, check_out, discard_open_run, is_open_run, open_run, save_run
+from ..dynamics import checkpointing, save_steps, stop_on_signals
+from ..runs import MIN_FREE_BYTES, Run, check_out, discard_open_run, is_open_run, open_run, save_run
 from ._kinds import Experiment, experiment
 
 FORMATS = ("png", "pdf", "svg")
+
+
+def _disk_need(cfg: Config) -> int:
+    """Bytes of disk a run needs: at least `MIN_FREE_BYTES`; for finite and limit runs twice the
+    saved arrays (the result and a checkpoint's records), float64 members × saved steps × their
+    observables (predictions, NTK and kernels as configured, per-layer sizes)."""
+    if cfg.kind not in ("finite", "limit"):
+        return MIN_FREE_BYTES
+    pts, out = cfg.task.n_train + cfg.task.n_test, cfg.task.out_dim
+    layers = cfg.model.depth + 1
+    per_step = pts * out + 3 * layers + 2
+    per_step += (
+        pts * pts * (int(cfg.output.ntk) + 2 * len(cfg.output.layer_times) * cfg.output.kernels)
+    )
+    steps = len(save_steps(cfg.optim.steps, cfg.output.every))
+    return max(MIN_FREE_BYTES, 2 * 8 * cfg.seeds * steps * per_step)
 
 
 def draw(run: Run, exp: Experiment, formats: Sequence[str] = ("png",)) -> list[pathlib.Path]:
@@ -75,6 +91,7 @@ def run_experiment(
     use_precision(cfg)
     task = build_task(cfg, key=run_keys(cfg)["task"])  # the data is checked before computing
     data = data_provenance(cfg.task.name, cfg.task.path, task)
+    check_out(work, resume=is_open_run(work), replace=work != out, need_bytes=_disk_need(cfg))
     created = not work.exists()
     try:
         with checkpointing(open_run(work, cfg), every=checkpoint_every) as ckpt:

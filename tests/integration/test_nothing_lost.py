@@ -358,3 +358,21 @@ def test_a_run_directory_has_the_usual_permissions(tmp_path, capsys):
         os.umask(mask)
     capsys.readouterr()
     assert out.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_full_disk_is_refused_before_computing(tmp_path, capsys, monkeypatch):
+    """Free disk below what the run will write (its arrays and checkpoint records; at least
+    64 MiB): exit 2, one line, nothing computed or left behind."""
+    import collections
+
+    from nfd import runs
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage(1 << 40, 1 << 40, 10 << 20))
+    out = tmp_path / "o"
+    t0 = time.perf_counter()
+    rc = _run(FINITE, "--out", str(out), "--set", "optim.steps=1500")
+    err = capsys.readouterr().err
+    assert rc == EXIT["bad_input"] and time.perf_counter() - t0 < 2.0
+    assert err.count("\n") == 1 and err.startswith("error: --out: 10 MiB free"), err
+    assert not out.exists()
