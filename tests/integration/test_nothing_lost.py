@@ -140,6 +140,7 @@ def test_kill_and_resume_equals_the_uninterrupted_run(
     assert meta["resumed"] and not (out / "checkpoint").exists()
 
 
+@pytest.mark.slow  # three fresh processes (~20 s); the in-process kill tests cover the checkpoints
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path):
     """A real SIGTERM to `nfd run`: exit 4 with a one-line message naming the resume command,
     then `nfd run --resume` finishes with the uninterrupted run's numbers."""
