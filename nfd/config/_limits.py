@@ -24,7 +24,16 @@ def _cholesky_particles(cfg: "Config", **common: Any) -> AbstractDynamics:
 
 def _kernel_fixed_point(cfg: "Config", **common: Any) -> AbstractPathDynamics:
     # moment-matched draws where limit.particles allows them, plain normals otherwise
-    return KernelFixedPoint(num_samples=cfg.limit.particles, orthogonalize=None, **common)
+    lim = cfg.limit
+    return KernelFixedPoint(
+        num_samples=lim.particles,
+        orthogonalize=None,
+        damping=lim.damping,
+        tol=lim.tol,
+        max_iter=lim.max_iter,
+        stein_tol=lim.stein_tol,
+        **common,
+    )
 
 
 def _linear_exact(cfg: "Config", **common: Any) -> AbstractPathDynamics:

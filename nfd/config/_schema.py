@@ -131,8 +131,14 @@ class LimitConfig:
     readout: Literal["ntk", "features"] = "features"  # P1 | P2
     method: str = "particles"  # a name registered in `nfd.config._limits.LIMITS`
     noise: Literal["matrix", "cholesky"] = "matrix"
+    # the kernel fixed point's iteration (limit.method = "kernel" only; docs/math §4.3)
+    damping: float = 0.7  # λ in X ← (1 − λ) X + λ X_new, in (0, 1]
+    tol: float = 1e-4  # stop when the max relative change of the kernels is below this
+    max_iter: int = 50  # at most this many map evaluations
+    stein_tol: float = 1e-6  # relative pivot tolerance of the whitened Stein sums
 
     def __post_init__(self):
+        self._check_kernel_keys()
         if limit_key(self.method, self.noise) not in LIMITS:
             allowed = "one of " + ", ".join(repr(m) for m in limit_methods())
             raise ConfigError("limit.method", f"invalid value {self.method!r}", allowed)
@@ -143,6 +149,23 @@ class LimitConfig:
                 "limit.noise",
                 "'cholesky' has no exact (mode A) realisation",
                 "use noise = 'matrix' or coupling = 'decoupled'",
+            )
+
+    def _check_kernel_keys(self) -> None:
+        if not 0 < self.damping <= 1:
+            raise ConfigError(
+                "limit.damping", f"must lie in (0, 1], got {self.damping!r}", "e.g. 0.7"
+            )
+        _positive("limit.tol", self.tol)
+        _positive("limit.max_iter", self.max_iter, integer=True)
+        _positive("limit.stein_tol", self.stein_tol)
+        kernel_keys = {"damping": 0.7, "tol": 1e-4, "max_iter": 50, "stein_tol": 1e-6}
+        changed = [k for k, v in kernel_keys.items() if getattr(self, k) != v]
+        if changed and self.method != "kernel":
+            raise ConfigError(
+                f"limit.{changed[0]}",
+                f"is read only by limit.method = 'kernel', this config has {self.method!r}",
+                "leave it at its default, or set limit.method = 'kernel'",
             )
 
 

@@ -1,5 +1,6 @@
 """Strict configs: every error class exits 2 with one line naming the key; round trips."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -116,3 +117,28 @@ def test_kernel_limit_accepts_both_couplings(tmp_path, coupling, backward):
     cfg = config.load(_write(tmp_path, text))
     dyn = config.build_limit(cfg)
     assert isinstance(dyn, KernelFixedPoint) and type(dyn.coupling).__name__ == backward
+
+
+def test_kernel_iteration_keys_reach_the_solver_and_are_refused_elsewhere():
+    """`limit.damping`, `tol`, `max_iter`, `stein_tol` configure the kernel fixed point (the built
+    dynamics carries them; max_iter = 1 stops after one map evaluation, unconverged), and are an
+    error with another limit method (they would be silently ignored)."""
+    import numpy as np
+    import pytest
+
+    from nfd.config import build_limit
+    from nfd.experiments import run_limit
+
+    base = ["limit.method='kernel'", "limit.particles=64", "model.activation='tanh'"]
+    base += ["precision='float64'", "optim.steps=2", "seeds=1", "output.kernels=false"]
+    path = pathlib.Path(__file__).resolve().parents[2] / "configs/smoke/limit.toml"
+    sets = ["limit.damping=0.5", "limit.tol=1e-3", "limit.max_iter=7", "limit.stein_tol=1e-5"]
+    dyn = build_limit(config.load(path, [*base, *sets]))
+    assert (dyn.damping, dyn.tol, dyn.max_iter, dyn.stein_tol) == (0.5, 1e-3, 7, 1e-5)
+    one = run_limit(config.load(path, [*base, "limit.max_iter=1"]), progress=False, quiet=True)
+    assert int(np.asarray(one.info.iterations)[0]) == 1
+    assert not bool(np.asarray(one.info.converged)[0])
+    with pytest.raises(config.ConfigError, match=r"^limit.tol: is read only by limit.method"):
+        config.load(path, ["limit.tol=1e-3"])
+    with pytest.raises(config.ConfigError, match=r"^limit.damping: must lie in"):
+        config.load(path, [*base, "limit.damping=1.5"])
