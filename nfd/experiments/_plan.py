@@ -5,8 +5,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
+
 from ..config import ConfigError
-from ..dynamics import AbstractDynamics, Points, Trajectory, available_memory
+from ..dynamics import AbstractDynamics, Points, Trajectory, available_memory, max_devices
 
 # one chunk may use this fraction of the available memory (the rest: XLA temporaries, the host)
 MEMORY_FRACTION = 0.8
@@ -26,8 +28,9 @@ def plan_members(
     quiet: bool = False,
 ) -> int:
     """The number of members per vmapped chunk: all of them when their estimated memory fits
-    `MEMORY_FRACTION` of the available memory, else as many as fit (chunks give the same result
-    as one batch: members never interact). Prints the estimate and the plan to stderr; refuses
+    `MEMORY_FRACTION` of the available memory (of each accelerator, the members being sharded
+    over them: `nfd.dynamics.member_mesh`), else as many as fit (chunks give the same result as
+    one batch: members never interact). Prints the estimate and the plan to stderr; refuses
     (`ConfigError` naming ``size_keys``) only when one member cannot fit."""
     if not isinstance(dynamics, AbstractDynamics):
         return members  # path dynamics solve one member at a time
@@ -35,7 +38,11 @@ def plan_members(
     if per is None:
         return members
     have = available_memory()
-    chunk = members if have is None else min(members, int(MEMORY_FRACTION * have) // max(per, 1))
+    devices = accelerators()  # members shard over accelerators, each with its own memory
+    per_device = 0 if have is None else int(MEMORY_FRACTION * have) // max(per, 1)
+    chunk = members if have is None else min(members, per_device * devices)
+    if devices > 1 and devices <= chunk < members:
+        chunk -= chunk % devices  # equal shards
     if not quiet or chunk < members:
         have_txt = f"{have / 2**30:.1f} GiB available" if have else "available memory unknown"
         flops = dynamics.step_flops(points, batch)
@@ -55,6 +62,14 @@ def plan_members(
             "reduce " + ", ".join(size_keys),
         )
     return chunk
+
+
+def accelerators() -> int:
+    """How many devices with memory of their own an ensemble may use (1 on a CPU, whose
+    forced host devices share one memory)."""
+    if jax.devices()[0].platform == "cpu":
+        return 1
+    return max_devices()
 
 
 def in_chunks(members: int, chunk: int, run: Callable[[slice], Trajectory]) -> Trajectory:

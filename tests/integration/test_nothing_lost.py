@@ -377,3 +377,16 @@ def test_a_full_disk_is_refused_before_computing(tmp_path, capsys, monkeypatch):
     assert rc == EXIT["bad_input"] and time.perf_counter() - t0 < 2.0
     assert err.count("\n") == 1 and err.startswith("error: --out: 10 MiB free"), err
     assert not out.exists()
+
+
+def test_the_memory_plan_counts_each_accelerator(monkeypatch, capsys):
+    """With 4 accelerators of 2.5 members' memory each (members shard over them), 12 repetitions
+    run in chunks of 8 = 4 × 2 (a multiple of the device count: equal shards), not of 2."""
+    cfg = config.load(LIMIT, ["precision='float64'", "seeds=12", "optim.steps=1"])
+    task = build_task(cfg, key=run_keys(cfg)["task"])
+    per = build_limit(cfg).estimate_memory(Points.from_task(task), 1)
+    monkeypatch.setattr(_plan, "accelerators", lambda: 4)
+    monkeypatch.setattr(_plan, "available_memory", lambda: int(2.5 * per / _plan.MEMORY_FRACTION))
+    dyn = build_limit(cfg)
+    assert _plan.plan_members(dyn, Points.from_task(task), 12, batch=4, size_keys=("k",)) == 8
+    assert "runs in chunks of 8 members" in capsys.readouterr().err
