@@ -157,6 +157,28 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
 
 
+class _Log:
+    """Without a terminal (a batch job's log file), one progress line a minute instead of a bar."""
+
+    EVERY = 60.0
+
+    def __init__(self, desc: str, total: int, *, enabled: bool):
+        self.desc, self.total, self.enabled = desc or "evolve", total, enabled
+        self.last = time.monotonic()
+
+    def __call__(self, t: int, values, alive) -> None:
+        if not self.enabled or time.monotonic() - self.last < self.EVERY:
+            return
+        self.last = time.monotonic()
+        loss, live = float(jnp.nanmean(values)), int(jnp.sum(alive))
+        print(
+            f"{self.desc}: step {t}/{self.total}, batch loss {loss:.4g}, "
+            f"{live}/{alive.shape[0]} members alive",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _march(
     dynamics,
     points,
@@ -187,6 +209,7 @@ def _march(
     state, alive, failed = shard_members((state, alive, failed), num_members, mesh)
     saved = set(saveat.steps)
     show = sys.stderr.isatty() if progress is None else progress
+    log = _Log(desc, num_steps, enabled=progress is None and not show)
     with _progress(num_steps, show, desc) as bar:
         bar.update(first)
         for t in range(first, num_steps + 1):
@@ -207,6 +230,7 @@ def _march(
             bar.update(1)
             if show:
                 bar.set_postfix(loss=f"{float(jnp.nanmean(values)):.4g}", alive=int(jnp.sum(alive)))
+            log(t + 1, values, alive)
             if not bool(jnp.any(alive)):
                 break  # every member diverged: the remaining saves are NaN
     traj = assemble(records, saveat, np.asarray(failed), step_times, points.num_train, blowup)

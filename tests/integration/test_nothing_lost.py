@@ -390,3 +390,16 @@ def test_the_memory_plan_counts_each_accelerator(monkeypatch, capsys):
     dyn = build_limit(cfg)
     assert _plan.plan_members(dyn, Points.from_task(task), 12, batch=4, size_keys=("k",)) == 8
     assert "runs in chunks of 8 members" in capsys.readouterr().err
+
+
+def test_without_a_terminal_progress_is_a_line_a_minute(monkeypatch, capsys):
+    """A batch job's log (stderr not a TTY) gets periodic progress lines instead of a bar (here
+    every step: the period is set to 0)."""
+    from nfd.dynamics import _evolve
+    from nfd.experiments import run_finite
+
+    monkeypatch.setattr(_evolve._Log, "EVERY", 0.0)
+    run_finite(config.load(FINITE, ["optim.steps=3"]), progress=None, desc="job")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("job: step")]
+    assert [ln.split(",")[0] for ln in lines] == ["job: step 1/3", "job: step 2/3", "job: step 3/3"]
+    assert all(ln.endswith("2/2 members alive") for ln in lines)
