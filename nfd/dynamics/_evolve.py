@@ -75,7 +75,8 @@ def evolve(
     if done is not None:
         traj = done
     elif isinstance(dynamics, AbstractPathDynamics):
-        traj = _solve_paths(dynamics, points, lr, schedule, saveat, keys, call, blowup)
+        run = (call, blowup, progress, desc)
+        traj = _solve_paths(dynamics, points, lr, schedule, saveat, keys, *run)
     else:
         if initial is None:
             if keys is None:
@@ -166,17 +167,22 @@ class _Log:
         self.desc, self.total, self.enabled = desc or "evolve", total, enabled
         self.last = time.monotonic()
 
-    def __call__(self, t: int, values, alive) -> None:
+    def due(self) -> bool:
         if not self.enabled or time.monotonic() - self.last < self.EVERY:
-            return
+            return False
         self.last = time.monotonic()
-        loss, live = float(jnp.nanmean(values)), int(jnp.sum(alive))
-        print(
-            f"{self.desc}: step {t}/{self.total}, batch loss {loss:.4g}, "
-            f"{live}/{alive.shape[0]} members alive",
-            file=sys.stderr,
-            flush=True,
-        )
+        return True
+
+    def __call__(self, t: int, values, alive) -> None:
+        if self.due():
+            loss, live = float(jnp.nanmean(values)), int(jnp.sum(alive))
+            self.line(
+                f"step {t}/{self.total}, batch loss {loss:.4g}, "
+                f"{live}/{alive.shape[0]} members alive"
+            )
+
+    def line(self, text: str) -> None:
+        print(f"{self.desc}: {text}", file=sys.stderr, flush=True)
 
 
 def _march(
@@ -246,7 +252,9 @@ def _blown_up(values, loss0, blowup, alive, failed, t):
 
 
 # -- whole paths -------------------------------------------------------------------------------
-def _solve_paths(dynamics, points, lr, schedule, saveat, keys, call, blowup) -> Trajectory:
+def _solve_paths(
+    dynamics, points, lr, schedule, saveat, keys, call, blowup, progress, desc
+) -> Trajectory:
     """Each member's path; deterministic dynamics solve each learning rate once."""
     lrs = np.asarray(lr)
     num_members = lrs.shape[0]
@@ -256,14 +264,20 @@ def _solve_paths(dynamics, points, lr, schedule, saveat, keys, call, blowup) -> 
     solved: dict[Any, Any] = {} if partial is None else partial
     sols = []
     t0 = time.perf_counter()
-    for e in range(num_members):
-        key = None if keys is None else keys[e]
-        tag = float(lrs[e]) if dynamics.deterministic else e
-        if tag not in solved:
-            if call is not None:
-                call.progress(solved, f"member {e} of {num_members}")
-            solved[tag] = dynamics.solve(points, jnp.asarray(lr[e]), schedule, saveat, key=key)
-        sols.append(solved[tag])
+    show = sys.stderr.isatty() if progress is None else progress
+    log = _Log(desc, num_members, enabled=progress is None and not show)
+    with _progress(num_members, show, desc) as bar:
+        for e in range(num_members):
+            key = None if keys is None else keys[e]
+            tag = float(lrs[e]) if dynamics.deterministic else e
+            if tag not in solved:
+                if call is not None:
+                    call.progress(solved, f"member {e} of {num_members}")
+                solved[tag] = dynamics.solve(points, jnp.asarray(lr[e]), schedule, saveat, key=key)
+            sols.append(solved[tag])
+            bar.update(1)
+            if log.due():
+                log.line(f"member {e + 1}/{num_members} solved")
     elapsed = time.perf_counter() - t0
     obs = jax.device_get([s.observables for s in sols])
     stacked = {k: np.stack([o[k] for o in obs], axis=1) for k in obs[0]}  # (S, E, ...)
