@@ -6,7 +6,14 @@ import numpy as np
 
 from ._stats import finite_mean_se
 
-CURVES = ("loss_train", "loss_test", "limit_loss_train", "limit_loss_test")
+CURVES = (
+    "loss_train",
+    "loss_test",
+    "limit_loss_train",
+    "limit_loss_test",
+    "acc_train",  # classification runs
+    "acc_test",
+)
 
 
 def curves_summary(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:

@@ -19,7 +19,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, Key
 
 from .._results import RESULTS
-from ..nn import split_losses
+from ..nn import split_accuracy, split_losses
 from ._base import AbstractDynamics, AbstractPathDynamics, Observables
 from ._checkpoint import CheckpointCall, checkpoint_call
 from ._points import Points
@@ -143,8 +143,7 @@ def _step(static, state, alive, failed):
 def _observe(dynamics: AbstractDynamics, initial, state, points: Points, saveat: SaveAt):
     def one(initial, state) -> Observables:
         obs = dynamics.observe(initial, state, points, saveat)
-        loss_train, loss_test = split_losses(dynamics.loss, obs["f"], points.y, points.num_train)
-        obs = {**obs, "loss_train": loss_train, "loss_test": loss_test}
+        obs = {**obs, **_scores(dynamics.loss, obs["f"], points)}
         if saveat.fn is not None:
             obs = {**obs, **saveat.fn(dynamics, initial, state, points)}
         return obs
@@ -281,8 +280,8 @@ def _solve_paths(
     elapsed = time.perf_counter() - t0
     obs = jax.device_get([s.observables for s in sols])
     stacked = {k: np.stack([o[k] for o in obs], axis=1) for k in obs[0]}  # (S, E, ...)
-    loss_train, loss_test = _losses(dynamics.loss, jnp.asarray(stacked["f"]), points)
-    stacked |= {"loss_train": np.asarray(loss_train), "loss_test": np.asarray(loss_test)}
+    scores = _losses(dynamics.loss, jnp.asarray(stacked["f"]), points)
+    stacked |= {k: np.asarray(v) for k, v in scores.items()}
     records = {t: {k: v[i] for k, v in stacked.items()} for i, t in enumerate(saveat.steps)}
     failed = np.asarray([int(s.failed_step) for s in sols], np.int32)
     num_steps = int(schedule.shape[0])
@@ -292,14 +291,17 @@ def _solve_paths(
     return assemble(records, saveat, failed, step_times, points.num_train, blowup, info=info)
 
 
+def _scores(loss, f: Float[Array, "Pts C"], points: Points) -> dict[str, Array]:
+    """Training and test losses of one member's predictions (and accuracies, classification)."""
+    loss_train, loss_test = split_losses(loss, f, points.y, points.num_train)
+    acc = split_accuracy(loss, f, points.y, points.num_train)
+    return {"loss_train": loss_train, "loss_test": loss_test, **acc}
+
+
 @eqx.filter_jit
-def _losses(loss, f: Float[Array, "S E Pts C"], points: Points):
-    """Training and test losses of stacked predictions, one compiled call."""
-
-    def one(f_):
-        return split_losses(loss, f_, points.y, points.num_train)
-
-    return jax.vmap(jax.vmap(one))(f)
+def _losses(loss, f: Float[Array, "S E Pts C"], points: Points) -> dict[str, Array]:
+    """`_scores` of stacked predictions, one compiled call."""
+    return jax.vmap(jax.vmap(lambda f_: _scores(loss, f_, points)))(f)
 
 
 # -- assembly ------------------------------------------------------------------------------------

@@ -93,8 +93,9 @@ def _trajectory_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
         res = run_finite(cfg, progress=progress)
     wall = time.perf_counter() - t0
     arrays = {k: getattr(res, k) for k in TRAJECTORY_ARRAYS}
+    arrays |= {k: v for k, v in res.extras.items() if k.startswith("acc_")}  # classification
     if res.f_test.shape[2] == 0:  # no test points: no test loss (not an all-NaN one)
-        arrays["f_test"] = arrays["loss_test"] = None
+        arrays["f_test"] = arrays["loss_test"] = arrays["acc_test"] = None
     arrays["layer_times"] = np.asarray(cfg.output.layer_times)
     st = np.asarray(res.step_times)
     timings = {

@@ -16,6 +16,7 @@ from ._losses import AbstractLoss as AbstractLoss
 from ._losses import CrossEntropy as CrossEntropy
 from ._losses import batch_loss as batch_loss
 from ._losses import error_signal as error_signal
+from ._losses import split_accuracy as split_accuracy
 from ._losses import split_losses as split_losses
 from ._ntk import block_pairs as block_pairs
 from ._ntk import ntk as ntk

@@ -76,3 +76,16 @@ def split_losses(
         jnp.mean(losses[num_train:]) if f.shape[0] > num_train else jnp.array(jnp.nan, losses.dtype)
     )
     return jnp.mean(losses[:num_train]), test
+
+
+def split_accuracy(
+    loss: AbstractLoss, f: Float[Array, "Pts C"], y: Float[Array, "Pts C"], num_train: int
+) -> dict[str, Float[Array, ""]]:
+    """Training and test accuracy (the fraction of points whose largest output is their class)
+    of a classification loss (`CrossEntropy`: targets one-hot or class probabilities); empty for
+    other losses. The test accuracy is NaN when there are no test points."""
+    if not isinstance(loss, CrossEntropy):
+        return {}
+    hit = (jnp.argmax(f, axis=-1) == jnp.argmax(y, axis=-1)).astype(f.dtype)
+    test = jnp.mean(hit[num_train:]) if f.shape[0] > num_train else jnp.array(jnp.nan, f.dtype)
+    return {"acc_train": jnp.mean(hit[:num_train]), "acc_test": test}

@@ -84,28 +84,42 @@ def demo_figure(run: Run, summary: Mapping) -> Figure:
 
 
 def loss_figure(run: Run, summary: Mapping) -> Figure:
-    """Train and test loss vs step of a finite run (each member thin, and the seed mean of
-    ``summary``: `nfd.analysis.curves_summary` of its arrays, thick)."""
+    """Train and test loss vs step of a finite or limit run (each member thin, and the seed mean
+    of ``summary``: `nfd.analysis.curves_summary` of its arrays, thick), and beside it the
+    accuracy of a classification run."""
     a = run.arrays
-    steps = a["steps"]
+    panels = [("loss", "loss")] + ([("acc", "accuracy")] if "acc_train" in summary else [])
     with style():
-        fig, ax = plt.subplots(figsize=(5.6, 3.2), layout="constrained")
-        handles = []
-        for k, key in enumerate(("loss_train", "loss_test")):
-            if key not in a or key not in summary:
-                continue  # no test points (task.n_test = 0): no test loss
-            for member in np.atleast_2d(a[key]):
-                ax.plot(steps, member, color=colour(k), alpha=0.3, lw=0.8)
-            ax.plot(steps, summary[key]["mean"], color=colour(k), lw=1.8)
-            handles.append(entry(key.replace("_", " ") + ", seed mean", color=colour(k), lw=1.8))
-        handles.append(entry("thin: one seed each", color="0.4", alpha=0.5, lw=0.8))
-        log_axis(ax, "y")
-        note_empty(ax)
-        ax.set_xlabel("training step t")
-        ax.set_ylabel("loss")
-        legend_outside(ax, handles)
-        ax.set_title(_run_title(run), fontsize=9)
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(5.6 + 3.4 * (len(panels) - 1), 3.2), layout="constrained"
+        )
+        axes = np.atleast_1d(axes)
+        for ax, (prefix, label) in zip(axes, panels, strict=True):
+            handles = _curve_panel(ax, a, summary, prefix)
+            if prefix == "loss":
+                log_axis(ax, "y")
+            note_empty(ax)
+            ax.set_xlabel("training step t")
+            ax.set_ylabel(label)
+            legend_outside(ax, handles)
+        axes[0].set_title(_run_title(run), fontsize=9)
     return fig
+
+
+def _curve_panel(ax, a: Mapping, summary: Mapping, prefix: str) -> list:
+    """The train and test curves ``{prefix}_train``, ``{prefix}_test`` of every member (thin) and
+    their seed mean (thick); returns the legend handles."""
+    handles = []
+    for k, key in enumerate((f"{prefix}_train", f"{prefix}_test")):
+        if key not in a or key not in summary:
+            continue  # no test points (task.n_test = 0): no test curve
+        for member in np.atleast_2d(a[key]):
+            ax.plot(a["steps"], member, color=colour(k), alpha=0.3, lw=0.8)
+        ax.plot(a["steps"], summary[key]["mean"], color=colour(k), lw=1.8)
+        name = key.replace("_", " ").replace("acc", "accuracy")
+        handles.append(entry(f"{name}, seed mean", color=colour(k), lw=1.8))
+    handles.append(entry("thin: one seed each", color="0.4", alpha=0.5, lw=0.8))
+    return handles
 
 
 def _run_title(run: Run) -> str:

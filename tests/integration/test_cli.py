@@ -145,9 +145,16 @@ def test_classification_tasks_run(tmp_path, name, capsys):
         ]
     )
     assert rc == 0
-    a = load_run(out).arrays
+    run = load_run(out)
+    a = run.arrays
     assert a["f_train"].shape[-1] == 10
     assert a["loss_train"][0, -1] < a["loss_train"][0, 0] < np.log(10) + 0.1
+    # the accuracy beside the loss, against the saved predictions and the task's labels
+    task = config.build_task(run.config, key=config.run_keys(run.config)["task"])
+    for split, y in (("train", task.y_train), ("test", task.y_test)):
+        want = np.mean(np.argmax(a[f"f_{split}"], -1) == np.argmax(np.asarray(y), -1), axis=-1)
+        np.testing.assert_allclose(a[f"acc_{split}"], want, rtol=0, atol=1e-12)
+    assert np.asarray(a["acc_train"]).shape == a["loss_train"].shape
     capsys.readouterr()
 
 
