@@ -65,6 +65,7 @@ def provenance() -> dict[str, Any]:
             "count": jax.device_count(),
         },
         "x64": bool(jax.config.read("jax_enable_x64")),
+        "matmul_precision": getattr(jax.config, "jax_default_matmul_precision", None) or "default",
         "host": platform.node(),
         "argv": sys.argv,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -15,7 +15,8 @@ numbers go to ``DIR/gpu_check.json`` (and a summary to stdout):
 - ``finite``: `scripts/bench_finite.py` (one training step against a jitted matmul chain, and
   against PyTorch when installed);
 - ``precision``: a float64 finite run and the same run (data and initial weights cast down) in
-  float32; the relative error of float32's final training loss and predictions;
+  float32 with each matmul precision (``highest``, ``tensorfloat32``, ``bfloat16``: a config's
+  `matmul_precision`); the relative errors of the final training loss and predictions;
 - ``ensemble``: E = 8 members in one vmapped computation against 8 single-member runs (the time
   ratio; goal ≤ 0.3), and on several devices the members sharded over them (`nfd.dynamics`).
 """
@@ -112,16 +113,26 @@ def _precision(sets: list[str]) -> dict[str, Any]:
         )
 
     f64 = evolve(net, points, lr=lrs, schedule=schedule, saveat=saveat, initial=models)
-    f32 = evolve(
-        net, down(points), lr=down(lrs), schedule=schedule, saveat=saveat, initial=down(models)
-    )
-    loss32, loss64 = np.asarray(f32.loss_train)[:, -1], np.asarray(f64.loss_train)[:, -1]
-    f_32, f_64 = np.asarray(f32.f_train)[:, -1], np.asarray(f64.f_train)[:, -1]
-    return {
-        "dtypes": [str(f32.f_train.dtype), str(f64.f_train.dtype)],
-        "final_loss_rel_err": float(np.max(np.abs(loss32 - loss64) / np.abs(loss64))),
-        "f_rel_err": float(np.max(np.abs(f_32 - f_64)) / np.max(np.abs(f_64))),
-    }
+    loss64, f_64 = np.asarray(f64.loss_train)[:, -1], np.asarray(f64.f_train)[:, -1]
+    out: dict[str, Any] = {}
+    for matmul in ("highest", "tensorfloat32", "bfloat16"):  # `matmul_precision` of a config
+        with jax.default_matmul_precision(matmul):
+            f32 = evolve(
+                net,
+                down(points),
+                lr=down(lrs),
+                schedule=schedule,
+                saveat=saveat,
+                initial=down(models),
+            )
+        loss32, f_32 = np.asarray(f32.loss_train)[:, -1], np.asarray(f32.f_train)[:, -1]
+        out[matmul] = {
+            "final_loss_rel_err": float(np.max(np.abs(loss32 - loss64) / np.abs(loss64))),
+            "f_rel_err": float(np.max(np.abs(f_32 - f_64)) / np.max(np.abs(f_64))),
+        }
+    out["dtypes"] = [str(f32.f_train.dtype), str(f64.f_train.dtype)]
+    out["final_loss_rel_err"] = out["highest"]["final_loss_rel_err"]  # float32, full matmuls
+    return out
 
 
 def _ensemble(sets: list[str]) -> dict[str, Any]:

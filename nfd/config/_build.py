@@ -255,11 +255,15 @@ def build_schedule(cfg: Config, task: Task) -> Array:
 
 
 def use_precision(cfg: Config) -> None:
-    """Switch JAX to 64-bit floats when ``precision = "float64"`` (every run entry calls this
-    before creating arrays: `run_keys`, `build_task`). JAX's default is float32; x64 is never
-    switched off again in a process, where other arrays may already be float64."""
+    """Switch JAX to 64-bit floats when ``precision = "float64"``, and set the default matmul
+    precision of `matmul_precision` (every run entry calls this before creating arrays:
+    `run_keys`, `build_task`). JAX's default is float32; x64 is never switched off again in a
+    process, where other arrays may already be float64. Matmuls that state their precision (the
+    particle methods' ``HIGHEST`` products) keep it."""
     if cfg.precision == "float64" and not jax.config.read("jax_enable_x64"):
         jax.config.update("jax_enable_x64", True)
+    matmul = None if cfg.matmul_precision == "default" else cfg.matmul_precision
+    jax.config.update("jax_default_matmul_precision", matmul)
 
 
 def run_keys(cfg: Config) -> dict[str, PRNGKeyArray]:

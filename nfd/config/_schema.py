@@ -235,6 +235,9 @@ class Config:
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
+    # float32 matmuls on accelerators: "default" (the device's: TF32 on recent NVIDIA GPUs),
+    # "highest" (full float32), "tensorfloat32", "bfloat16"; no effect on CPUs
+    matmul_precision: Literal["default", "highest", "tensorfloat32", "bfloat16"] = "default"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)

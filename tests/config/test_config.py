@@ -142,3 +142,22 @@ def test_kernel_iteration_keys_reach_the_solver_and_are_refused_elsewhere():
         config.load(path, ["limit.tol=1e-3"])
     with pytest.raises(config.ConfigError, match=r"^limit.damping: must lie in"):
         config.load(path, [*base, "limit.damping=1.5"])
+
+
+def test_matmul_precision_is_set_by_a_run_and_recorded():
+    """`matmul_precision` sets JAX's default matmul precision when a run starts (`run_keys`) and
+    "default" resets it; provenance records it. (On a CPU the setting changes no number.)"""
+    import jax
+
+    from nfd.config import run_keys
+    from nfd.runs import provenance
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "configs/smoke/finite.toml"
+    try:
+        run_keys(config.load(path, ["matmul_precision='bfloat16'"]))
+        assert jax.config.jax_default_matmul_precision == "bfloat16"
+        assert provenance()["matmul_precision"] == "bfloat16"
+    finally:
+        run_keys(config.load(path))
+    assert jax.config.jax_default_matmul_precision is None
+    assert provenance()["matmul_precision"] == "default"
