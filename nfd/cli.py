@@ -74,6 +74,33 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="save a checkpoint this often (default 300; 0: every step)",
     )
+    p.add_argument(
+        "--distributed",
+        nargs="?",
+        const="env",
+        default=None,
+        metavar="HOST:PORT,N,I",
+        help="one run over several processes/hosts (jax.distributed): from the scheduler's "
+        "environment, or coordinator address, process count and this process's index",
+    )
+
+
+def _join(spec: str | None) -> None:
+    """`--distributed`: join the multi-process run before any JAX computation."""
+    if spec is None:
+        return
+    from .dynamics import initialize_distributed
+
+    if spec == "env":
+        initialize_distributed()
+        return
+    parts = spec.split(",")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ConfigError("--distributed", f"malformed {spec!r}", "HOST:PORT,N,I or nothing")
+    num, pid = int(parts[1]), int(parts[2])
+    if not 0 <= pid < num:
+        raise ConfigError("--distributed", f"process {pid} of {num}", "0 <= I < N")
+    initialize_distributed(parts[0], num, pid)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -175,13 +202,16 @@ def _run(args) -> int:
         checkpoint_every=args.checkpoint_every,
         resume=resume,
     )
+    code = EXIT["all_diverged"] if all_failed else EXIT["ok"]
+    if not (run_dir / "result.npz").exists():
+        return code  # a non-writing process of a multi-process run
     report = run_dir / "report.md"
     if report.exists():
         print(report.read_text())
     for fig in sorted(run_dir.glob("*.png")):
         print(f"figure: {fig}")
     print(run_dir)
-    return EXIT["all_diverged"] if all_failed else EXIT["ok"]
+    return code
 
 
 def _figures(args) -> int:
@@ -441,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _figures(args)
         if args.command == "merge":
             return _merge(args)
+        _join(args.distributed)
         return _run(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -27,6 +27,9 @@ from ._points import batch_schedule as batch_schedule
 from ._saveat import SaveAt as SaveAt
 from ._saveat import save_steps as save_steps
 from ._sharding import describe_mesh as describe_mesh
+from ._sharding import fetch as fetch
+from ._sharding import initialize_distributed as initialize_distributed
+from ._sharding import is_writer as is_writer
 from ._sharding import max_devices as max_devices
 from ._sharding import member_mesh as member_mesh
 from ._trajectory import MEMBER_FIELDS as MEMBER_FIELDS

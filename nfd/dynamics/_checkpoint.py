@@ -55,7 +55,8 @@ class Checkpoint:
 
     def __init__(self, folder: str | os.PathLike, *, every: float = 300.0):
         self.folder = pathlib.Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0:  # the only writer of a multi-process run
+            self.folder.mkdir(parents=True, exist_ok=True)
         self.every = float(every)
         self.stop_requested = False
         self.resumed: list[str] = []
@@ -85,7 +86,11 @@ class Checkpoint:
         return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, value)
 
     def save(self, tag: str, part: str, fingerprint: str, value: Any) -> None:
-        """Write ``value`` (device arrays are fetched to the host) atomically."""
+        """Write ``value`` (device arrays are fetched to the host) atomically; in a
+        multi-process run only the first process writes (every process can read)."""
+        if jax.process_index() != 0:
+            self._last_save = time.monotonic()
+            return
         payload = pickle.dumps((fingerprint, jax.device_get(value)), pickle.HIGHEST_PROTOCOL)
         fd, tmp = tempfile.mkstemp(prefix=f".{tag}.", dir=self.folder)
         try:

@@ -24,7 +24,7 @@ from ._base import AbstractDynamics, AbstractPathDynamics, Observables
 from ._checkpoint import CheckpointCall, checkpoint_call
 from ._points import Points
 from ._saveat import SaveAt
-from ._sharding import describe_mesh, member_mesh, shard_members
+from ._sharding import describe_mesh, fetch, member_mesh, shard_members
 from ._trajectory import Trajectory
 
 BLOWUP = 1e6  # a loss above BLOWUP × max(loss(0), 1) has diverged (`optim.blowup`)
@@ -218,11 +218,11 @@ def _march(
     with _progress(num_steps, show, desc) as bar:
         bar.update(first)
         for t in range(first, num_steps + 1):
-            if call is not None:
+            if call is not None and call.ckpt.due():
                 snapshot = (t, jax.tree.leaves(state), alive, failed, records, step_times)
-                call.progress(snapshot, f"step {t} of {num_steps}")
+                call.progress(fetch(snapshot), f"step {t} of {num_steps}")
             if t in saved:
-                records[t] = jax.device_get(_observe(dynamics, initial, state, points, saveat))
+                records[t] = fetch(_observe(dynamics, initial, state, points, saveat))
             if t == num_steps:
                 break
             t0 = time.perf_counter()
@@ -238,7 +238,7 @@ def _march(
             log(t + 1, values, alive)
             if not bool(jnp.any(alive)):
                 break  # every member diverged: the remaining saves are NaN
-    traj = assemble(records, saveat, np.asarray(failed), step_times, points.num_train, blowup)
+    traj = assemble(records, saveat, fetch(failed), step_times, points.num_train, blowup)
     return dataclasses.replace(traj, mesh=describe_mesh(mesh))
 
 

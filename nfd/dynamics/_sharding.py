@@ -26,28 +26,80 @@ def max_devices() -> int:
 
 
 def member_mesh(num_members: int) -> Mesh | None:
-    """The mesh an ensemble of ``num_members`` runs on, or ``None`` for one device."""
+    """The mesh an ensemble of ``num_members`` runs on, or ``None`` for one device.
+
+    In one process: ``gcd(members, local devices)`` local devices. Across processes
+    (`initialize_distributed`): all processes' devices in equal numbers, ``gcd(members, global
+    devices)`` of them, when that is a multiple of the process count (every process holds a
+    share); else each process runs the whole ensemble on its own devices (the same numbers, no
+    speed-up)."""
+    processes = jax.process_count()
+    if processes > 1 and not os.environ.get("NFD_DEVICES", "").strip():
+        d = math.gcd(num_members, jax.device_count())
+        if d % processes == 0:
+            per = d // processes
+            devices = [dev for p in range(processes) for dev in _process_devices(p)[:per]]
+            return Mesh(np.asarray(devices), ("members",))
     d = math.gcd(num_members, max_devices())
     if d <= 1:
         return None
     return Mesh(np.asarray(jax.local_devices()[:d]), ("members",))
 
 
+def _process_devices(process: int) -> list:
+    return [dev for dev in jax.devices() if dev.process_index == process]
+
+
 def shard_members(tree: Any, num_members: int, mesh: Mesh | None) -> Any:
     """``tree``'s arrays placed on ``mesh``: split along a leading axis of length
-    ``num_members``, replicated otherwise (unchanged without a mesh)."""
+    ``num_members``, replicated otherwise (unchanged without a mesh). Across processes every
+    process passes the same values (they are drawn from the same keys) and keeps its share."""
     if mesh is None:
         return tree
     split = NamedSharding(mesh, PartitionSpec("members"))
     whole = NamedSharding(mesh, PartitionSpec())
+    spans = jax.process_count() > 1
 
     def place(x):
         if not isinstance(x, jax.Array | np.ndarray):
             return x
         lead = x.ndim > 0 and x.shape[0] == num_members
-        return jax.device_put(x, split if lead else whole)
+        local = isinstance(x, np.ndarray) or x.is_fully_addressable
+        return jax.device_put(np.asarray(x) if spans and local else x, split if lead else whole)
 
     return jax.tree.map(place, tree)
+
+
+def fetch(tree: Any) -> Any:
+    """``tree``'s arrays on the host (NumPy), gathered from every process when they span several
+    (`jax.device_get` in one process)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return jax.device_get(x)
+
+    return jax.tree.map(one, tree)
+
+
+def initialize_distributed(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
+    """Join a multi-process run (`jax.distributed.initialize`): from the environment (a cluster
+    scheduler such as Slurm) when the arguments are ``None``, else explicitly. On CPUs the
+    collectives run over gloo. Must be called before any JAX computation."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices only
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
+
+
+def is_writer() -> bool:
+    """Whether this process writes files (the first of a multi-process run; always in one)."""
+    return jax.process_index() == 0
 
 
 def describe_mesh(mesh: Mesh | None) -> dict[str, Any]:
@@ -57,5 +109,6 @@ def describe_mesh(mesh: Mesh | None) -> dict[str, Any]:
     return {
         "axes": dict(zip(mesh.axis_names, mesh.devices.shape, strict=True)),
         "devices": int(mesh.devices.size),
+        "processes": len({dev.process_index for dev in mesh.devices.flat}),
         "platform": mesh.devices.flat[0].platform,
     }

@@ -15,7 +15,7 @@ from ..config import (
     run_keys,
     use_precision,
 )
-from ..dynamics import checkpointing, save_steps, stop_on_signals
+from ..dynamics import checkpointing, is_writer, save_steps, stop_on_signals
 from ..runs import MIN_FREE_BYTES, Run, check_out, discard_open_run, is_open_run, open_run, save_run
 from ._kinds import Experiment, experiment
 
@@ -83,23 +83,30 @@ def run_experiment(
     """
     exp = experiment(cfg.kind) if exp is None else exp
     work = out if work is None else work
-    if work == out:
+    writer = is_writer()  # in a multi-process run only the first process writes files
+    if writer and work == out:
         check_out(out, resume=resume, replace=replace)
-    else:
+    elif writer:
         check_out(out, replace=True)
         check_out(work, resume=is_open_run(work), key="work")
     use_precision(cfg)
     task = build_task(cfg, key=run_keys(cfg)["task"])  # the data is checked before computing
     data = data_provenance(cfg.task.name, cfg.task.path, task)
-    check_out(work, resume=is_open_run(work), replace=work != out, need_bytes=_disk_need(cfg))
+    if writer:
+        need = _disk_need(cfg)
+        check_out(work, resume=is_open_run(work), replace=work != out, need_bytes=need)
     created = not work.exists()
     try:
-        with checkpointing(open_run(work, cfg), every=checkpoint_every) as ckpt:
+        folder = open_run(work, cfg) if writer else work / "checkpoint"
+        with checkpointing(folder, every=checkpoint_every) as ckpt:
             with stop_on_signals(ckpt):
                 outcome = exp.run(cfg, progress=progress)
     except ConfigError:  # found before anything was computed: leave no trace of the run
-        discard_open_run(work, created=created)
+        if writer:
+            discard_open_run(work, created=created)
         raise
+    if not writer:
+        return out, outcome.all_failed
     meta = {"kind": cfg.kind, "all_failed": outcome.all_failed, "data": data, **outcome.meta}
     if size is not None:
         meta["size"] = size  # "smoke": the report carries a banner (its numbers cannot decide)
