@@ -5,9 +5,14 @@ Prints, for one CPU- or GPU-sized problem, measured in one run:
     the drift is in accumulator form, so a step's cost must not grow with t),
   * achieved GFLOP/s of a training step, and its ratio to a jitted chain of matmuls of the same
     shape ((M×M)@(M×P), K of them) on the same device (goal: >= 0.5),
-  * the memory estimate (`nfd.limit.estimate_memory`) against the measured peak.
+  * the memory estimate (`nfd.limit.estimate_memory`) of both forms (stored W_k, W̃_k, or lean:
+    regenerated from per-layer keys) against the measured peak of the form run: the device's
+    `peak_bytes_in_use` where it reports one (GPU), else the growth of the host's max-RSS over the
+    run (CPU: includes compilation and the runtime's own buffers, and never decreases, so run each
+    form in its own process to measure both).
 
     .venv/bin/python scripts/bench_limit.py                     # M=2048 K=32 P=64 T=200
+    .venv/bin/python scripts/bench_limit.py --lean              # the same, W_k regenerated
     .venv/bin/python scripts/bench_limit.py --particles 16384   # the GPU size of the issue
 """
 
@@ -62,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--block", choices=("one_layer", "two_layer"), default="one_layer")
     parser.add_argument("--coupling", choices=("exact", "decoupled"), default="exact")
+    parser.add_argument("--lean", action="store_true", help="regenerate W_k from keys (lean form)")
     args = parser.parse_args(argv)
     decoupled = args.coupling == "decoupled"
     blocks = 2 if args.block == "two_layer" else 1
@@ -70,7 +76,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     dtype = jnp.float32
     task = teacher_student(n_train=P, n_test=0, in_dim=16, key=jr.key(0))
     x, y = task.x_train.astype(dtype), task.y_train.astype(dtype)
-    est = estimate_memory(M, K, P, 1, 16, 1, itemsize=4, decoupled=decoupled, blocks=blocks)
+    ests = {
+        form: estimate_memory(
+            M, K, P, 1, 16, 1, itemsize=4, decoupled=decoupled, blocks=blocks, store_noise=store
+        )
+        for form, store in (("stored", True), ("lean", False))
+    }
+    form = "lean" if args.lean else "stored"
+    est = ests[form]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     block = nfd.TwoLayer() if args.block == "two_layer" else nfd.OneLayer()
     dynamics = MatrixParticles(
@@ -82,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         coupling=coupling,
         readout=FeatureReadout(),
         block=block,
+        store_noise=not args.lean,
     )
     points = Points(x=x, y=y, num_train=P)
     t0 = time.perf_counter()
@@ -118,13 +132,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "gflops": achieved,
         "matmul_gflops": ref,
         "matmul_ratio": achieved / ref,
+        "form": form,
         "memory_estimate_bytes": est,
+        "memory_estimate_stored_bytes": ests["stored"],
+        "memory_estimate_lean_bytes": ests["lean"],
         "memory_measured_bytes": measured,
         "wall_s": wall,
         "final_loss": float(res.loss_train[0, -1]),
     }
     print(
-        f"bench_limit: particle_matrix ({args.block}, {args.coupling}), M={M} K={K} P={P} "
+        f"bench_limit: particle_matrix ({args.block}, {args.coupling}, {form}), M={M} K={K} P={P} "
         f"T={T}, float32, "
         f"{out['device']} ({jax.default_backend()})"
     )
@@ -137,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"matmul chain {ref:.1f} GFLOP/s; ratio {achieved / ref:.2f} (goal >= 0.5)"
     )
     kind = "device peak" if peak is not None else "host max-RSS growth"
-    print(f"  memory: estimate {est / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB ({kind})")
+    print(
+        f"  memory ({form}): estimate {est / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB "
+        f"({kind}; ratio {measured / est:.2f}); estimates: stored {ests['stored'] / 2**20:.0f} MiB, "
+        f"lean {ests['lean'] / 2**20:.0f} MiB"
+    )
     print(f"  total {wall:.1f} s, final train loss {out['final_loss']:.4g}")
     return out
 

@@ -30,6 +30,7 @@ from ..dynamics import AbstractDynamics, Points, SaveAt
 from ..nn import AbstractActivation, AbstractLoss, AbstractReadout, FeatureReadout
 from ..param import AbstractBackwardWeights, AbstractBlock, AbstractParameterization, OneLayer
 from ..solver import AbstractItoSolver, EulerMaruyama
+from ._lean import NoiseKeys, draw_noise_keys, lean_backward_sweep, lean_forward_sweep
 from ._particles import HIGHEST, Particles, Sweep, backward_sweep, forward_sweep, sample_particles
 
 
@@ -38,7 +39,10 @@ class ParticleState(eqx.Module):
 
     ``B`` (and ``B1`` for two-layer blocks) are the effective block matrices
     ``b W_k/sqrt(M) + m_W b² η0γ0 A_k`` (``W1_k/sqrt(M) + m_W1 η0γ0 A1_k``); ``B_back``/``B1_back``
-    are the backward ones, ``None`` in mode A (the backward pass reuses ``B``). ``F0`` (P2's control
+    are the backward ones, ``None`` in mode A (the backward pass reuses ``B``). In the lean form
+    (initial draw `NoiseKeys`, `nfd.limit._lean`) ``B``/``B1`` hold only the drift
+    ``B_k − b W_k/sqrt(M)`` (``B1_k − W1_k/sqrt(M)``), shared by the backward matrices, and
+    ``B_back``/``B1_back`` are ``None``: the sweeps regenerate the noise part. ``F0`` (P2's control
     variate) and ``H0`` (the origin of ``h_movement``) are the ``t = 0`` sweep's.
     """
 
@@ -68,6 +72,10 @@ class MatrixParticles(AbstractDynamics):
         block: `OneLayer` or `TwoLayer`.
         solver: the Itô scheme over layer-time (Euler–Maruyama: with ``K = L`` it is exactly the
             ``n = ∞`` limit of the depth-``L`` network).
+        store_noise: `draw` stores ``W_k`` (and ``W̃_k``) as `Particles` (the default); with
+            ``False`` it returns `NoiseKeys` and the sweeps regenerate them from per-layer keys
+            (the lean form: ``1 + 2·[mode B]`` fewer ``K M²`` buffers per block matrix, the same
+            numbers). Explicit `Particles` (a finite network's own matrices) always run stored.
     """
 
     num_particles: int = eqx.field(static=True)
@@ -79,14 +87,15 @@ class MatrixParticles(AbstractDynamics):
     readout: AbstractReadout = FeatureReadout()
     block: AbstractBlock = OneLayer()
     solver: AbstractItoSolver = EulerMaruyama()
+    store_noise: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if not isinstance(self.solver, AbstractItoSolver):
             raise ValueError(f"MatrixParticles needs an AbstractItoSolver, got {self.solver}.")
 
     # -- the interface ----------------------------------------------------------------------
-    def draw(self, points: Points, *, key: PRNGKeyArray) -> Particles:
-        return sample_particles(
+    def draw(self, points: Points, *, key: PRNGKeyArray) -> Particles | NoiseKeys:
+        return (sample_particles if self.store_noise else draw_noise_keys)(
             self.num_particles,
             self.num_layer_steps,
             points.in_dim,
@@ -98,17 +107,26 @@ class MatrixParticles(AbstractDynamics):
             key=key,
         )
 
-    def start(self, initial: Particles, points: Points) -> ParticleState:
+    def start(self, initial: Particles | NoiseKeys, points: Points) -> ParticleState:
         M = initial.num_particles
-        scale = self.param.branch_multiplier(self.num_layer_steps) / M**0.5
-        reused = not self.coupling.decoupled
-        two = initial.W1 is not None
+        if isinstance(initial, NoiseKeys):  # the lean form: the drifts, zero at t = 0
+            shape, two = (self.num_layer_steps, M, M), initial.w1_key is not None
+            B, B_back = jnp.zeros(shape, points.x.dtype), None  # two buffers: each is donated
+            B1, B1_back = (jnp.zeros(shape, points.x.dtype) if two else None), None
+        else:
+            scale = self._scale(initial)
+            reused = not self.coupling.decoupled
+            two = initial.W1 is not None
+            B = scale * initial.W
+            B_back = None if reused else scale * initial.W_back
+            B1 = initial.W1 / M**0.5 if two else None  # type: ignore[operator]
+            B1_back = initial.W1_back / M**0.5 if two and not reused else None  # type: ignore[operator]
         zeros = jnp.zeros((points.num_points, points.out_dim), points.x.dtype)
         state = ParticleState(
-            B=scale * initial.W,
-            B_back=None if reused else scale * initial.W_back,
-            B1=initial.W1 / M**0.5 if two else None,  # type: ignore[operator]
-            B1_back=initial.W1_back / M**0.5 if two and not reused else None,  # type: ignore[operator]
+            B=B,
+            B_back=B_back,
+            B1=B1,
+            B1_back=B1_back,
             A_in=jnp.zeros((M, points.in_dim), points.x.dtype),
             v=initial.v,
             f_ntk=zeros,
@@ -119,7 +137,7 @@ class MatrixParticles(AbstractDynamics):
         F0 = _mm(self.activation(H[-1]).T, initial.v)
         return eqx.tree_at(lambda s: (s.F0, s.H0), state, (F0, H))
 
-    def step(self, initial: Particles, state: ParticleState, points, idx, lr, alive):
+    def step(self, initial: Particles | NoiseKeys, state: ParticleState, points, idx, lr, alive):
         p, phi = self.param, self.activation
         M, D = initial.num_particles, points.in_dim
         weights = p.ntk_weights(self.num_layer_steps, self.block)
@@ -174,11 +192,13 @@ class MatrixParticles(AbstractDynamics):
         )
         return new, ok, value
 
-    def observe(self, initial: Particles, state: ParticleState, points: Points, saveat: SaveAt):
+    def observe(
+        self, initial: Particles | NoiseKeys, state: ParticleState, points: Points, saveat: SaveAt
+    ):
         M, K = initial.num_particles, self.num_layer_steps
         phi = self.activation
         sw = self._sweep(initial, state, points)
-        scale = self.param.branch_multiplier(K) / M**0.5
+        scale = self._scale(initial)
         out = {
             "f": self._predict(state, sw),
             "h_rms": jnp.sqrt(jnp.mean(sw.H**2, axis=(1, 2))),
@@ -187,13 +207,18 @@ class MatrixParticles(AbstractDynamics):
         # each block's own update (B(t) − B(0)) φ: Θ(1/L) under depth-muP; for two-layer blocks
         # the branch acts on φ(z) and W1's own feature update δz^own = (B1(t) − B1(0)) φ(h)
         branch_in = phi(sw.H[:-1]) if sw.Z is None else phi(sw.Z)
-        out["block_movement"] = _own_movement(state.B, scale, initial.W, branch_in)
+        lean = isinstance(initial, NoiseKeys)  # then B, B1 are the drifts B(t) − B(0) themselves
+        # B_k(0) = scale W_k is recomputed exactly as the initial state did, so the difference is
+        # exactly zero at t = 0 (one extra pass over the K·M² matrices, at observation time only)
+        moved = state.B if lean else state.B - scale * initial.W
+        out["block_movement"] = _own_movement(moved, branch_in)
         if sw.Z is not None:
-            out["dz_own"] = _own_movement(state.B1, 1 / M**0.5, initial.W1, phi(sw.H[:-1]))
+            moved1 = state.B1 if lean else state.B1 - initial.W1 / M**0.5  # type: ignore[operator]
+            out["dz_own"] = _own_movement(moved1, phi(sw.H[:-1]))
         if saveat.ntk:
             # the kernel by which the reported f moves: Θ̃ (true g rows, mode-B g̃ columns) for
             # mode B read out by P2 (the decoupled network); the fields' own kernel otherwise
-            decoupled = state.B_back is not None
+            decoupled = self.coupling.decoupled
             left = sw
             if decoupled and self.readout.true_sensitivity:
                 left = self._sweep(initial, state, points, true_sensitivity=True)
@@ -211,10 +236,12 @@ class MatrixParticles(AbstractDynamics):
     def estimate_memory(self, points: Points, members: int) -> int:
         """Estimated peak bytes of ``members`` particle systems (arrays held at once).
 
-        Per system and block matrix the ``K M²`` buffers are: the initial ``W`` (kept for the
-        observables), ``W̃`` (mode B), the effective matrices ``B`` and, in mode B, ``B̃`` (donated,
-        so updated in place), and one transient rank-|B_t| product; plus two stored sweeps
-        (``(K+1) M Pts (1 + C)`` each, plus ``φ`` and ``g·c``).
+        Per system and block matrix the ``K M²`` buffers are, stored (`store_noise`): the initial
+        ``W`` (kept for the observables), ``W̃`` (mode B), the effective matrices ``B`` and, in mode
+        B, ``B̃`` (donated, so updated in place), and one transient rank-|B_t| product; lean: the
+        drift ``B − b W/sqrt(M)`` (donated) and the transient product, plus four ``M²`` matrices of
+        the layer step being regenerated. Both add two stored sweeps (``(K+1) M Pts (1 + C)``
+        each, plus ``φ`` and ``g·c``).
         """
         return estimate_memory(
             self.num_particles,
@@ -226,6 +253,7 @@ class MatrixParticles(AbstractDynamics):
             itemsize=points.x.dtype.itemsize,
             decoupled=self.coupling.decoupled,
             blocks=len(self.block.matrices),
+            store_noise=self.store_noise,
         )
 
     def step_flops(self, points: Points, batch: int) -> float:
@@ -240,14 +268,23 @@ class MatrixParticles(AbstractDynamics):
         )
 
     # -- pieces ------------------------------------------------------------------------------
-    def _forward(self, initial: Particles, state: ParticleState, points: Points):
+    def _scale(self, initial) -> Float[Array, ""]:
+        """``b/sqrt(M)``: ``B_k(0) = b W_k/sqrt(M)``."""
+        return self.param.branch_multiplier(self.num_layer_steps) / initial.num_particles**0.5
+
+    def _forward(self, initial: Particles | NoiseKeys, state: ParticleState, points: Points):
         """``(H, Z, result)`` of the forward sweep (``Z``: two-layer ``z_k``, else ``None``)."""
         p = self.param
         m_U = p.sgd_multipliers(self.num_layer_steps, self.block)["U"]
         x = points.x
         h0 = (p.sigma_in / points.in_dim**0.5) * _mm(initial.U, x.T)
         h0 = h0 + (m_U * p.sigma_in**2 * p.gamma0) * _mm(state.A_in, x.T)
-        fwd = forward_sweep(self.activation, self.solver, h0, state.B, state.B1)
+        if isinstance(initial, NoiseKeys):
+            fwd = lean_forward_sweep(
+                self.activation, self.solver, h0, initial, self._scale(initial), state.B, state.B1
+            )
+        else:
+            fwd = forward_sweep(self.activation, self.solver, h0, state.B, state.B1)
         if state.B1 is None:
             return fwd.ys, None, fwd.result
         H, Z = fwd.ys
@@ -260,13 +297,19 @@ class MatrixParticles(AbstractDynamics):
         forward matrices ``B``: then ``g = γ0 M ∂f/∂h`` of the P2 readout, the row fields of ``Θ̃``.
         """
         H, Z, fwd_result = self._forward(initial, state, points)
-        if true_sensitivity or state.B_back is None:
-            B_back, B1_back = state.B, state.B1
+        if isinstance(initial, NoiseKeys):  # lean: W̃_k (mode B's own fields) or W_k regenerated
+            G, Gz, bwd_result = lean_backward_sweep(
+                *(self.activation, self.solver, H, Z, state.v, initial, self._scale(initial)),
+                *(state.B, state.B1),
+                back=self.coupling.decoupled and not true_sensitivity,
+            )
         else:
             B_back, B1_back = state.B_back, state.B1_back
-        G, Gz, bwd_result = backward_sweep(
-            self.activation, self.solver, H, Z, state.v, B_back, B1_back
-        )
+            if true_sensitivity or B_back is None:  # mode A, or the P2 readout's true g
+                B_back, B1_back = state.B, state.B1
+            G, Gz, bwd_result = backward_sweep(
+                self.activation, self.solver, H, Z, state.v, B_back, B1_back
+            )
         return Sweep(H=H, G=G, Z=Z, Gz=Gz, result=jnp.maximum(fwd_result._value, bwd_result._value))
 
     def _predict(self, state: ParticleState, sw: Sweep):
@@ -316,13 +359,9 @@ class MatrixParticles(AbstractDynamics):
         return nn.ntk(weights, self.block, **kernels)
 
 
-def _own_movement(B, B0_scale, W, features):
-    """RMS over particles and points of ``(B_k(t) − B_k(0)) features_k`` per layer step ``(K,)``.
-
-    ``B_k(0) = B0_scale W_k`` is recomputed exactly as the initial state did, so the difference is
-    exactly zero at ``t = 0`` (one extra pass over the K·M² matrices, at observation time only).
-    """
-    moved = jnp.einsum("kij,kjn->kin", B - B0_scale * W, features, precision=HIGHEST)
+def _own_movement(dB, features):
+    """RMS over particles and points of ``(B_k(t) − B_k(0)) features_k`` per layer step ``(K,)``."""
+    moved = jnp.einsum("kij,kjn->kin", dB, features, precision=HIGHEST)
     return jnp.sqrt(jnp.mean(moved**2, axis=(1, 2)))
 
 
@@ -337,11 +376,19 @@ def estimate_memory(
     itemsize: int,
     decoupled: bool,
     blocks: int = 1,
+    store_noise: bool = True,
 ) -> int:
-    """Estimated peak bytes of a particle simulation (see `MatrixParticles.estimate_memory`)."""
+    """Estimated peak bytes of a particle simulation (see `MatrixParticles.estimate_memory`).
+
+    The lean form (``store_noise=False``) holds ``(1 + 2·[decoupled]) K M² − 4 M²`` fewer numbers
+    per block matrix and repetition.
+    """
     M, K, Pts, C = num_particles, num_layer_steps, num_points, out_dim
-    per_block = 1 + int(decoupled) + (1 + int(decoupled)) + 1
-    mats = blocks * per_block * K * M * M
+    if store_noise:
+        per_block = (1 + int(decoupled) + (1 + int(decoupled)) + 1) * K * M * M
+    else:
+        per_block = 2 * K * M * M + 4 * M * M
+    mats = blocks * per_block
     sweeps = blocks * (2 * (K + 1) * M * Pts * (1 + C) + 2 * (K + 1) * M * Pts)
     small = M * (in_dim + 2 * C) + 4 * Pts * C
     return int(repeats * (mats + sweeps + small) * itemsize)

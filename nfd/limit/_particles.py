@@ -83,22 +83,46 @@ def sample_particles(
     dtype = jnp.result_type(float) if dtype is None else dtype
     u_key, w_key, v_key, back_key = jr.split(key, 4)
     M, K = num_particles, num_layer_steps
-    W = jr.normal(w_key, (K, M, M), dtype)
-    offset = coupling.offset(W, key=back_key)
+    ks = jnp.arange(K)
+
+    def stack(w_key, back_key):  # layer k from its own keys (`layer_matrices`, as the lean form),
+        # one layer at a time: the draw holds M² transients, not K M² (a vmap would hold several)
+        return jax.lax.map(lambda k: layer_matrices(w_key, back_key, k, M, dtype, coupling), ks)
+
+    W, W_back = stack(w_key, back_key)
     W1 = W1_back = None
     if block.two_layer:
-        w1_key, back1_key = jr.split(jr.fold_in(key, 1))
-        W1 = jr.normal(w1_key, (K, M, M), dtype)
-        offset1 = coupling.offset(W1, key=back1_key)
-        W1_back = W1 if offset1 is None else W1 + offset1
+        W1, W1_back = stack(*jr.split(jr.fold_in(key, 1)))
     return Particles(
         U=jr.normal(u_key, (M, in_dim), dtype),
         W=W,
-        W_back=W if offset is None else W + offset,
+        W_back=W_back,
         v=sigma_out * jr.normal(v_key, (M, out_dim), dtype),
         W1=W1,
         W1_back=W1_back,
     )
+
+
+def layer_matrices(
+    w_key: PRNGKeyArray,
+    back_key: PRNGKeyArray,
+    k: Int[Array, ""],
+    num_particles: int,
+    dtype,
+    coupling: AbstractBackwardWeights,
+) -> tuple[Float[Array, "M M"], Float[Array, "M M"]]:
+    """``(W_k, W̃_k)`` of layer step ``k``, drawn from the counter-based keys
+    ``fold_in(w_key, k)`` and ``fold_in(back_key, k)`` (§4.1).
+
+    The stored draw (`sample_particles`) stacks these and the lean form (`nfd.limit._lean`)
+    regenerates them inside the layer scan: the same keys and operations, so ``W_k`` bit for bit and
+    ``W̃_k = W_k + E_k`` to its last bits (XLA may contract ``E_k``'s product into the sum in one
+    fusion and not in the other).
+    """
+    M = num_particles
+    W = jr.normal(jr.fold_in(w_key, k), (M, M), dtype)
+    offset = coupling.offset(W, key=jr.fold_in(back_key, k))
+    return W, (W if offset is None else W + offset)
 
 
 def particles_from_resnet(model) -> Particles:
