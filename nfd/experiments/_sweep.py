@@ -203,6 +203,7 @@ def limit_ensemble(
 
     def one(key, sign, reused):
         p = dynamics.draw(points, key=key)
+        assert isinstance(p, Particles), "the coupled sweep edits stored matrices"
         backs = tuple(
             None if w is None or back is None else jnp.where(reused, w, back)
             for w, back in ((p.W, p.W_back), (p.W1, p.W1_back))
