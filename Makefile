@@ -28,7 +28,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(SRC)
 
 test: lint
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q --durations=15
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m slow

@@ -203,15 +203,19 @@ def _run(args) -> int:
         resume=resume,
     )
     code = EXIT["all_diverged"] if all_failed else EXIT["ok"]
-    if not (run_dir / "result.npz").exists():
-        return code  # a non-writing process of a multi-process run
+    if (run_dir / "result.npz").exists():  # not: a non-writing process of a multi-process run
+        _print_run(run_dir)
+    return code
+
+
+def _print_run(run_dir: pathlib.Path) -> None:
+    """A finished run on stdout: its report, its figures, and its directory last."""
     report = run_dir / "report.md"
     if report.exists():
         print(report.read_text())
     for fig in sorted(run_dir.glob("*.png")):
         print(f"figure: {fig}")
     print(run_dir)
-    return code
 
 
 def _figures(args) -> int:
@@ -442,12 +446,7 @@ def _merge(args) -> int:
     for path in sorted(staged.iterdir(), key=lambda p: p.name == "result.npz"):
         os.replace(path, out / path.name)  # result.npz last: DIR is a run once it is complete
     staged.rmdir()
-    report = out / "report.md"
-    if report.exists():
-        print(report.read_text())
-    for fig in sorted(out.glob("*.png")):
-        print(f"figure: {fig}")
-    print(out)
+    _print_run(out)
     return EXIT["all_diverged"] if outcome.all_failed else EXIT["ok"]
 
 

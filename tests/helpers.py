@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from nfd.dynamics import _checkpoint
 from nfd.tasks import Task
 
 
@@ -221,3 +222,16 @@ widths = {list(widths)}
 depths = {list(depths)}
 couplings = ["exact"]
 """
+
+
+class StopAt(_checkpoint.Checkpoint):
+    """A checkpoint whose ``n``-th save check sees a stop request: what SIGTERM does there (set
+    the class attribute ``stop_after``; monkeypatch ``_checkpoint.Checkpoint`` with the class)."""
+
+    stop_after = 0
+
+    def due(self) -> bool:
+        type(self).stop_after -= 1
+        if type(self).stop_after == 0:
+            self.stop_requested = True
+        return super().due()

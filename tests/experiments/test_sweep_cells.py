@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import tiny_sweep
+from helpers import StopAt, tiny_sweep
 
 from nfd import config
 from nfd.cli import EXIT, main
@@ -122,31 +122,19 @@ def test_a_bad_cell_is_refused_before_computing(tmp_path, capsys, cell, finite, 
     assert not out.exists()
 
 
-class _StopAt(_checkpoint.Checkpoint):
-    """A checkpoint whose ``n``-th save check sees a stop request: what SIGTERM does there."""
-
-    stop_after = 0
-
-    def due(self) -> bool:
-        type(self).stop_after -= 1
-        if type(self).stop_after == 0:
-            self.stop_requested = True
-        return super().due()
-
-
 def test_a_killed_task_resumes_to_its_uninterrupted_part(runs, tmp_path, capsys, monkeypatch):
     """Task 1 of 3 stopped mid-way (SIGTERM's path): exit 4 naming ``nfd run --resume PART``;
     that command finishes the part with the uninterrupted task's arrays, bitwise."""
     cfg, _, split = runs
     out = tmp_path / "d"
-    monkeypatch.setattr(_checkpoint, "Checkpoint", _StopAt)
-    _StopAt.stop_after = 3
+    monkeypatch.setattr(_checkpoint, "Checkpoint", StopAt)
+    StopAt.stop_after = 3
     args = ["run", str(cfg), "--out", str(out), "--cell", f"1/{N}", "--checkpoint-every", "0"]
     assert main([*args, "--quiet"]) == EXIT["interrupted"]
     part = out / "cells" / f"1-of-{N}"
     hint = capsys.readouterr().err.strip().splitlines()[-1]
     assert hint.endswith(f"nfd run --resume {part}") and not (part / "result.npz").exists()
-    _StopAt.stop_after = -1  # never again
+    StopAt.stop_after = -1  # never again
     assert main(["run", "--resume", str(part), "--quiet"]) == EXIT["ok"]
     resumed, expected = _arrays(part), _arrays(split / "cells" / f"1-of-{N}")
     assert resumed.keys() == expected.keys()

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import tiny_sweep
+from helpers import StopAt, tiny_sweep
 
 from nfd import config, gallery
 from nfd.cli import EXIT, main
@@ -92,16 +92,6 @@ def test_figures_interrupted_keeps_the_previous_run(tmp_path, monkeypatch):
 
 
 # -- kill and resume -------------------------------------------------------------------------
-class _StopAt(_checkpoint.Checkpoint):
-    """A checkpoint whose ``n``-th save check sees a stop request: what SIGTERM does there."""
-
-    stop_after = 0
-
-    def due(self) -> bool:
-        type(self).stop_after -= 1
-        if type(self).stop_after == 0:
-            self.stop_requested = True
-        return super().due()
 
 
 @pytest.mark.parametrize(
@@ -123,14 +113,14 @@ def test_kill_and_resume_equals_the_uninterrupted_run(
     ref = tmp_path / "ref"
     assert _run(cfg_path, "--out", str(ref), *args) in (0, 3)
     out = tmp_path / "killed"
-    monkeypatch.setattr(_checkpoint, "Checkpoint", _StopAt)
-    _StopAt.stop_after = stop_after
+    monkeypatch.setattr(_checkpoint, "Checkpoint", StopAt)
+    StopAt.stop_after = stop_after
     rc = _run(cfg_path, "--out", str(out), "--checkpoint-every", "0", *args)
     err = capsys.readouterr().err
     assert rc == EXIT["interrupted"], err
     assert f"nfd run --resume {out}" in err.strip().splitlines()[-1]
     assert not (out / "result.npz").exists() and any((out / "checkpoint").iterdir())
-    _StopAt.stop_after = -1  # never again
+    StopAt.stop_after = -1  # never again
     assert _run("--resume", str(out)) in (0, 3)
     resumed, expected = _arrays(out), _arrays(ref)
     assert resumed.keys() == expected.keys()

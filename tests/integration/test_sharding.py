@@ -15,6 +15,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
@@ -46,6 +48,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a fresh process compiling each run twice (~25 s); `make test-slow`
 def test_an_ensemble_sharded_over_8_devices_equals_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     env.pop("NFD_DEVICES", None)
