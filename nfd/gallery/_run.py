@@ -85,16 +85,13 @@ def run_experiment(
     work = out if work is None else work
     writer = is_writer()  # in a multi-process run only the first process writes files
     if writer and work == out:
-        check_out(out, resume=resume, replace=replace)
+        check_out(out, resume=resume, replace=replace, need_bytes=_disk_need(cfg))
     elif writer:
         check_out(out, replace=True)
-        check_out(work, resume=is_open_run(work), key="work")
+        check_out(work, resume=is_open_run(work), key="work", need_bytes=_disk_need(cfg))
     use_precision(cfg)
     task = build_task(cfg, key=run_keys(cfg)["task"])  # the data is checked before computing
     data = data_provenance(cfg.task.name, cfg.task.path, task)
-    if writer:
-        need = _disk_need(cfg)
-        check_out(work, resume=is_open_run(work), replace=work != out, need_bytes=need)
     created = not work.exists()
     try:
         folder = open_run(work, cfg) if writer else work / "checkpoint"
