@@ -128,15 +128,20 @@ def _start(dynamics: AbstractDynamics, initial, points: Points):
 
 @eqx.filter_jit(donate="all-except-first")
 def _step(static, state, alive, failed):
-    """One step of every member; ``state``, ``alive`` and ``failed`` are donated."""
-    dynamics, initial, points, lr, idx, t = static
+    """One step of every member; ``state``, ``alive`` and ``failed`` are donated. A member whose
+    step failed diverged at ``t``; one whose batch loss at ``t`` is above its ``limit`` (or NaN)
+    diverged at the update into ``t`` (the blow-up rule of `evolve`)."""
+    dynamics, initial, points, lr, limit, idx, t = static
 
-    def one(initial, state, alive, failed, lr):
+    def one(initial, state, alive, failed, lr, limit):
         state, ok, value = dynamics.step(initial, state, points, idx, lr, alive)
         failed = jnp.where(alive & ~ok, t, failed)
-        return state, alive & ok, failed, value
+        alive = alive & ok
+        bad = alive & ~(value <= limit)
+        failed = jnp.where(bad & (failed < 0), jnp.maximum(t - 1, 0), failed)
+        return state, alive & ~bad, failed, value
 
-    return eqx.filter_vmap(one)(initial, state, alive, failed, lr)
+    return eqx.filter_vmap(one)(initial, state, alive, failed, lr, limit)
 
 
 @eqx.filter_jit
@@ -213,6 +218,7 @@ def _march(
         step_times = np.array(step_times)
     state, alive, failed = shard_members((state, alive, failed), num_members, mesh)
     saved = set(saveat.steps)
+    limit = None  # the blow-up loss of each member, once loss(0) is recorded
     show = sys.stderr.isatty() if progress is None else progress
     log = _Log(desc, num_steps, enabled=progress is None and not show)
     with _progress(num_steps, show, desc) as bar:
@@ -226,10 +232,11 @@ def _march(
             if t == num_steps:
                 break
             t0 = time.perf_counter()
-            step = jnp.asarray(t, jnp.int32)
-            static = (dynamics, initial, points, lr, schedule[t], step)
+            if limit is None:  # blowup × max(loss(0), 1) per member, on the members' devices
+                loss0 = np.maximum(np.asarray(records[0]["loss_train"]), 1.0)
+                limit = shard_members(jnp.asarray(blowup * loss0, lr.dtype), num_members, mesh)
+            static = (dynamics, initial, points, lr, limit, schedule[t], jnp.asarray(t, jnp.int32))
             state, alive, failed, values = _step(static, state, alive, failed)
-            alive, failed = _blown_up(values, records[0]["loss_train"], blowup, alive, failed, step)
             values.block_until_ready()
             step_times[t] = time.perf_counter() - t0
             bar.update(1)
@@ -240,14 +247,6 @@ def _march(
                 break  # every member diverged: the remaining saves are NaN
     traj = assemble(records, saveat, fetch(failed), step_times, points.num_train, blowup)
     return dataclasses.replace(traj, mesh=describe_mesh(mesh))
-
-
-@eqx.filter_jit
-def _blown_up(values, loss0, blowup, alive, failed, t):
-    """Members whose batch loss at step ``t`` blew up diverged at the update into ``t``."""
-    bad = alive & ~(values <= blowup * jnp.maximum(loss0, 1.0))
-    failed = jnp.where(bad & (failed < 0), jnp.maximum(t - 1, 0), failed)
-    return alive & ~bad, failed
 
 
 # -- whole paths -------------------------------------------------------------------------------
