@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -199,11 +199,12 @@ class CheckpointCall:
         """The call's saved result ("done") or state in progress ("partial"), or ``None``."""
         return self.ckpt.load(self.tag, part, self.fingerprint)
 
-    def progress(self, state: Any, where: str) -> None:
-        """Save the state in progress when due; after a stop request, raise `Interrupted`."""
+    def progress(self, state: Callable[[], Any], where: str) -> None:
+        """Save ``state()`` (built only then) when due; after a stop request, raise
+        `Interrupted`."""
         if not self.ckpt.due():
             return
-        self.ckpt.save(self.tag, "partial", self.fingerprint, state)
+        self.ckpt.save(self.tag, "partial", self.fingerprint, state())
         if self.ckpt.stop_requested:
             raise Interrupted(f"{self.tag} saved at {where}")
 

@@ -224,9 +224,9 @@ def _march(
     with _progress(num_steps, show, desc) as bar:
         bar.update(first)
         for t in range(first, num_steps + 1):
-            if call is not None and call.ckpt.due():
+            if call is not None:
                 snapshot = (t, jax.tree.leaves(state), alive, failed, records, step_times)
-                call.progress(fetch(snapshot), f"step {t} of {num_steps}")
+                call.progress(lambda s=snapshot: fetch(s), f"step {t} of {num_steps}")
             if t in saved:
                 records[t] = fetch(_observe(dynamics, initial, state, points, saveat))
             if t == num_steps:
@@ -270,7 +270,7 @@ def _solve_paths(
             tag = float(lrs[e]) if dynamics.deterministic else e
             if tag not in solved:
                 if call is not None:
-                    call.progress(solved, f"member {e} of {num_members}")
+                    call.progress(lambda: solved, f"member {e} of {num_members}")
                 solved[tag] = dynamics.solve(points, jnp.asarray(lr[e]), schedule, saveat, key=key)
             sols.append(solved[tag])
             bar.update(1)
