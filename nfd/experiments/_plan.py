@@ -10,8 +10,9 @@ import jax
 from ..config import ConfigError
 from ..dynamics import AbstractDynamics, Points, Trajectory, available_memory, max_devices
 
-# one chunk may use this fraction of the available memory (the rest: XLA temporaries, the host)
-MEMORY_FRACTION = 0.8
+# one chunk may use this fraction of the available memory (the estimates include XLA's temporaries;
+# the particle estimate is checked against its buffer assignment to 20 %, mostly from above)
+MEMORY_FRACTION = 0.9
 
 # the config keys that set the size of one member, per kind of dynamics (named in a refusal)
 FINITE_SIZE_KEYS = ("model.width", "model.depth", "task.n_train", "task.n_test")

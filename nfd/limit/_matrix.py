@@ -21,6 +21,7 @@ forming ``Θ``.
 """
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -118,9 +119,12 @@ class MatrixParticles(AbstractDynamics):
             reused = not self.coupling.decoupled
             two = initial.W1 is not None
             B = scale * initial.W
-            B_back = None if reused else scale * initial.W_back
+            # a draw without W̃ (mode A's, or a reused network's) has W̃ = W
+            W_back = initial.W if initial.W_back is None else initial.W_back
+            W1_back = initial.W1 if initial.W1_back is None else initial.W1_back
+            B_back = None if reused else scale * W_back
             B1 = initial.W1 / M**0.5 if two else None  # type: ignore[operator]
-            B1_back = initial.W1_back / M**0.5 if two and not reused else None  # type: ignore[operator]
+            B1_back = W1_back / M**0.5 if two and not reused else None  # type: ignore[operator]
         zeros = jnp.zeros((points.num_points, points.out_dim), points.x.dtype)
         state = ParticleState(
             B=B,
@@ -169,7 +173,7 @@ class MatrixParticles(AbstractDynamics):
                 return None
             lc = lcs[name] * (weights[name] * eg / M)
             right = pairs[name][1][..., idx]
-            return B + jnp.einsum("kib,kjb->kij", lc, right, precision=HIGHEST)
+            return _accumulate(B, lc, right)
 
         def theta_c():  # Θ c in Gram form over the batch (never forming Θ or an M×M product)
             return self._theta_c(sw, pairs, lcs, gc0, dv, points, idx, weights)
@@ -238,10 +242,10 @@ class MatrixParticles(AbstractDynamics):
 
         Per system and block matrix the ``K M²`` buffers are, stored (`store_noise`): the initial
         ``W`` (kept for the observables), ``W̃`` (mode B), the effective matrices ``B`` and, in mode
-        B, ``B̃`` (donated, so updated in place), and one transient rank-|B_t| product; lean: the
-        drift ``B − b W/sqrt(M)`` (donated) and the transient product, plus four ``M²`` matrices of
-        the layer step being regenerated. Both add two stored sweeps (``(K+1) M Pts (1 + C)``
-        each, plus ``φ`` and ``g·c``).
+        B, ``B̃`` (donated, so updated in place); lean: the drift ``B − b W/sqrt(M)`` alone
+        (donated). The update adds its rank-|B_t| product one layer step at a time (one ``M²``
+        transient, `_accumulate`); the lean sweep regenerates a few ``M²`` matrices per layer
+        step. Both add two stored sweeps (``(K+1) M Pts (1 + C)`` each, plus ``φ`` and ``g·c``).
         """
         return estimate_memory(
             self.num_particles,
@@ -359,6 +363,16 @@ class MatrixParticles(AbstractDynamics):
         return nn.ntk(weights, self.block, **kernels)
 
 
+def _accumulate(B, lc, right):
+    """``B_k + lc_k right_kᵀ`` for every layer step ``k``, one layer at a time in place: the
+    transient rank-|B_t| product is one ``M × M`` matrix, not ``K M²`` (``B`` is donated)."""
+
+    def layer(k, B):
+        return B.at[k].add(jnp.matmul(lc[k], right[k].T, precision=HIGHEST))
+
+    return jax.lax.fori_loop(0, B.shape[0], layer, B)
+
+
 def _own_movement(dB, features):
     """RMS over particles and points of ``(B_k(t) − B_k(0)) features_k`` per layer step ``(K,)``."""
     moved = jnp.einsum("kij,kjn->kin", dB, features, precision=HIGHEST)
@@ -380,15 +394,17 @@ def estimate_memory(
 ) -> int:
     """Estimated peak bytes of a particle simulation (see `MatrixParticles.estimate_memory`).
 
-    The lean form (``store_noise=False``) holds ``(1 + 2·[decoupled]) K M² − 4 M²`` fewer numbers
-    per block matrix and repetition.
+    The lean form (``store_noise=False``) holds ``(2 + 4·[decoupled] − 1) K M²`` fewer numbers per
+    block matrix and repetition (less a few ``M²``). Checked against XLA's buffer assignment of a
+    compiled step (`tests/limit/test_particles_lean.py`).
     """
     M, K, Pts, C = num_particles, num_layer_steps, num_points, out_dim
-    if store_noise:
-        per_block = (1 + int(decoupled) + (1 + int(decoupled)) + 1) * K * M * M
-    else:
-        per_block = 2 * K * M * M + 4 * M * M
-    mats = blocks * per_block
+    modes = 1 + int(decoupled)
+    # per block matrix: W (W̃) and B (B̃) stored, or the drift alone; the one-layer update product
+    per_block = (2 * modes if store_noise else 1) * K * M * M + M * M
+    # lean: the layer step's regenerated W (W̃) and the B (B̃) formed from it
+    regenerated = 0 if store_noise else 2 * modes * M * M
+    mats = blocks * per_block + regenerated
     sweeps = blocks * (2 * (K + 1) * M * Pts * (1 + C) + 2 * (K + 1) * M * Pts)
     small = M * (in_dim + 2 * C) + 4 * Pts * C
     return int(repeats * (mats + sweeps + small) * itemsize)

@@ -37,22 +37,27 @@ class Particles(eqx.Module):
         U: input weights ``(M, D)``, standard normal.
         W: the branch matrices ``(K, M, M)``, standard normal: the one-layer block's ``W_k``, or
             the two-layer block's second matrix ``W2_k`` (``dB_k = W_k / sqrt(K)``).
-        W_back: their backward copies ``W̃_k``: ``W`` itself (mode A) or ``W + E`` (mode B).
+        W_back: their backward copies ``W̃_k = W + E`` (mode B), or ``None``: ``W̃ = W`` (mode A,
+            not stored twice).
         v: readout ``(M, C)``, ``N(0, σ_out²)``.
         W1: the two-layer block's first matrices ``W1_k`` ``(K, M, M)``, or ``None`` (one-layer).
-        W1_back: their backward copies (as ``W_back``), or ``None``.
+        W1_back: their backward copies (as ``W_back``), or ``None`` (mode A or one-layer).
     """
 
     U: Float[Array, "*E M D"]
     W: Float[Array, "*E K M M"]
-    W_back: Float[Array, "*E K M M"]
+    W_back: Float[Array, "*E K M M"] | None
     v: Float[Array, "*E M C"]
     W1: Float[Array, "*E K M M"] | None = None
     W1_back: Float[Array, "*E K M M"] | None = None
 
     def __check_init__(self):
-        if (self.W1 is None) != (self.W1_back is None):
-            raise ValueError("Particles: W1 and W1_back must both be given (two-layer) or neither.")
+        if self.W1 is None and self.W1_back is not None:
+            raise ValueError("Particles: W1_back without W1 (a one-layer block has no W1).")
+        if self.W1 is not None and (self.W_back is None) != (self.W1_back is None):
+            raise ValueError(
+                "Particles: W_back and W1_back must both be given (mode B) or neither."
+            )
 
     @property
     def num_particles(self) -> int:
@@ -86,8 +91,13 @@ def sample_particles(
     ks = jnp.arange(K)
 
     def stack(w_key, back_key):  # layer k from its own keys (`layer_matrices`, as the lean form),
-        # one layer at a time: the draw holds M² transients, not K M² (a vmap would hold several)
-        return jax.lax.map(lambda k: layer_matrices(w_key, back_key, k, M, dtype, coupling), ks)
+        # one layer at a time: the draw holds M² transients, not K M² (a vmap would hold several);
+        # mode A keeps W̃ = W once
+        def layer(k):
+            W, W_back = layer_matrices(w_key, back_key, k, M, dtype, coupling)
+            return (W, W_back) if coupling.decoupled else (W, None)
+
+        return jax.lax.map(layer, ks)
 
     W, W_back = stack(w_key, back_key)
     W1 = W1_back = None
@@ -134,7 +144,7 @@ def particles_from_resnet(model) -> Particles:
     if model.post_activation:
         raise ValueError("particles_from_resnet needs a pre-activation ResNet (no T10 control).")
     offsets = model.offsets if model.offsets is not None else (None,) * len(model.blocks)
-    backs = tuple(w if o is None else w + o for w, o in zip(model.blocks, offsets, strict=True))
+    backs = tuple(None if o is None else w + o for w, o in zip(model.blocks, offsets, strict=True))
     if not model.block.two_layer:
         return Particles(U=model.U, W=model.blocks[0], W_back=backs[0], v=model.v)
     return Particles(

@@ -1,6 +1,6 @@
 """The lean particle form (issue 13): W_k, W̃_k regenerated from per-layer keys inside the layer
-scan give the stored form's trajectories, and its memory estimate is the stored one less
-``(1 + 2·[mode B]) K M²`` per block matrix."""
+scan give the stored form's trajectories, and the memory estimates of both forms agree with XLA's
+buffer assignment of a compiled step."""
 
 import jax
 import jax.numpy as jnp
@@ -69,13 +69,16 @@ def test_noise_keys_regenerate_the_stored_draw_bitwise(coupling, block):
         return jax.lax.scan(body, None, jnp.arange(K))[1]
 
     for w_key, back_key, W, W_back in pairs:
+        W_back = W if W_back is None else W_back  # mode A stores W̃ = W once
         W_lean, W_back_lean = jax.jit(regenerate)(w_key, back_key)
         np.testing.assert_array_equal(W_lean, W)
         # W̃ = W + (N − W): XLA's CPU fusions may contract N's last product into the subtraction
         # (an FMA) in one context and not the other, so W̃ agrees to its last few bits
         ulp = np.finfo(np.float64).eps * np.max(np.abs(np.asarray(W_back)))
         np.testing.assert_allclose(W_back_lean, W_back, rtol=0, atol=4 * ulp)
-    assert (coupling == "B") == bool(jnp.any(stored.W_back != stored.W))
+    assert (coupling == "B") == (
+        stored.W_back is not None and bool(jnp.any(stored.W_back != stored.W))
+    )
 
 
 @pytest.mark.parametrize("coupling", ["A", "B"])
@@ -119,17 +122,50 @@ def test_lean_draw_is_noise_keys_and_explicit_particles_run_stored():
     np.testing.assert_allclose(state.F0, dyn.start(lean, points).F0, rtol=RTOL)
 
 
-@pytest.mark.parametrize("decoupled", [False, True])
-@pytest.mark.parametrize("blocks", [1, 2])
-def test_lean_memory_estimate_saves_the_noise_buffers(decoupled, blocks):
-    Mb, Kb, P, C, D = 1024, 16, 64, 3, 10
-    stored, lean = (
-        estimate_memory(
-            Mb, Kb, P, C, D, 2, itemsize=4, decoupled=decoupled, blocks=blocks, store_noise=store
+def _xla_step_bytes(dyn: MatrixParticles, points: Points) -> int:
+    """Bytes XLA's buffer assignment gives one jitted training step of one system (state donated,
+    as `evolve` does), plus the initial draw that stays resident: an independent measure of the
+    peak that `estimate_memory` predicts (nothing is allocated: abstract shapes only)."""
+    initial = jax.eval_shape(lambda: dyn.draw(points, key=jr.key(0)))
+    state = jax.eval_shape(lambda: dyn.start(dyn.draw(points, key=jr.key(0)), points))
+    idx, lr = jnp.arange(points.num_train), jnp.asarray(0.5)
+
+    def step(i, s):
+        return dyn.step(i, s, points, idx, lr, jnp.asarray(True))
+
+    mem = jax.jit(step, donate_argnums=1).lower(initial, state).compile().memory_analysis()
+    held = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves((initial, state)))
+    return held + mem.temp_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+
+
+@pytest.mark.parametrize("coupling", ["A", "B"])
+@pytest.mark.parametrize("block", ["one_layer", "two_layer"])
+def test_memory_estimate_within_20_percent_of_xla_buffer_assignment(coupling, block):
+    """Issue 13: the estimate stays within 20 % of the measured peak, for both forms; the lean
+    form saves the stored noise (W, and W̃, B̃ in mode B): at least ``(2·modes − 1) K M²`` per
+    block matrix less the few ``M²`` it regenerates."""
+    Mb, Kb = 512, 16  # M² ≫ M·points, as in the runs the estimate plans (the sweeps are a few %)
+    task = teacher_student(n_train=16, n_test=4, in_dim=5, out_dim=2, key=jr.key(0))
+    points = Points.from_task(task)
+    measured, estimated = {}, {}
+    for store in (True, False):
+        dyn = MatrixParticles(
+            num_particles=Mb,
+            num_layer_steps=Kb,
+            param=nfd.DepthMuP(),
+            activation=Tanh(),
+            loss=MSE(),
+            coupling=COUPLINGS[coupling],
+            block=BLOCKS[block],
+            store_noise=store,
         )
-        for store in (True, False)
-    )
-    # stored per block: W, W̃ (B), B, B̃ (B), one transient = 3 + 2·[B] buffers of K M²;
-    # lean: the drift and the transient, 2, plus four M² draws of one layer step in flight
-    saved = (1 + 2 * decoupled) * Kb * Mb**2 - 4 * Mb**2
-    assert stored - lean == 2 * blocks * saved * 4
+        measured[store] = _xla_step_bytes(dyn, points)
+        estimated[store] = dyn.estimate_memory(points, 1)
+        assert 0.8 <= estimated[store] / measured[store] <= 1.2, (store, estimated, measured)
+    modes, blocks = 1 + (coupling == "B"), len(BLOCKS[block].matrices)
+    saved = blocks * ((2 * modes - 1) * Kb - 8) * Mb**2 * 8  # float64
+    assert measured[True] - measured[False] >= saved
+    assert (
+        estimate_memory(Mb, Kb, 20, 2, 5, 3, itemsize=8, decoupled=coupling == "B", blocks=blocks)
+        == 3 * estimated[True]
+    )  # linear in the repetitions
