@@ -115,6 +115,21 @@ def _l_inf(depths, lim, lim_se, kinf, kinf_se) -> tuple[float, float, str | None
     return math.nan, math.nan, None
 
 
+def _overall(sats: Sequence[Mapping], labels: Sequence[int], key: str) -> dict:
+    """Across depths (or widths): the largest saturation ``key`` (width or depth) of the
+    saturated ones, and the labels whose loss did not saturate or could not be decided."""
+    done = [s[key] for s in sats if s["status"] == "saturated"]
+    return {
+        "largest": max(done) if done else None,
+        "not_reached": [
+            int(x) for x, s in zip(labels, sats, strict=True) if s["status"] == "not_reached"
+        ],
+        "undetermined": [
+            int(x) for x, s in zip(labels, sats, strict=True) if s["status"] == "undetermined"
+        ],
+    }
+
+
 def _per_lr(widths, depths, y, ys, lim, lim_se, kinf, kinf_se, M: int) -> dict:
     """The scaling summary of one learning rate (``y``, ``ys``: ``(W, Ld)``; limits ``(Ld,)``)."""
     L_inf, L_inf_se, how = _l_inf(depths, lim, lim_se, kinf, kinf_se)
@@ -125,6 +140,7 @@ def _per_lr(widths, depths, y, ys, lim, lim_se, kinf, kinf_se, M: int) -> dict:
         saturation_width(widths, y[:, j], ys[:, j], float(lim_a[j]), float(lim_s[j]))
         for j in range(len(depths))
     ]
+    depth_sat = [saturation_depth(depths, y[i], ys[i]) for i in range(len(widths))]
     alpha = [fit_inverse(widths, y[:, j], ys[:, j])[2] for j in range(len(depths))]
     gap = y[-1, -1] - L_inf
     gap_se = math.hypot(ys[-1, -1], L_inf_se)
@@ -139,7 +155,10 @@ def _per_lr(widths, depths, y, ys, lim, lim_se, kinf, kinf_se, M: int) -> dict:
         "L_inf_se": L_inf_se,
         "L_inf_method": how,
         "width_saturation": width_sat,
-        "depth_saturation": [saturation_depth(depths, y[i], ys[i]) for i in range(len(widths))],
+        "depth_saturation": depth_sat,
+        # per depth: the widths' verdicts in one line; per width: the depths'
+        "width_overall": _overall(width_sat, depths.tolist(), "width"),
+        "depth_overall": _overall(depth_sat, widths.tolist(), "depth"),
         "limit_depth_saturation": saturation_depth(depths, lim_a, lim_s),
         # the M-particle mode-A limit is a width-M network in law (T5d): its loss bias ≈ α/M
         "particle_bias": [a / M if M else math.nan for a in alpha],

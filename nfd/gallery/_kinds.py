@@ -180,8 +180,8 @@ def _sweep_summary(run: Run) -> dict:
     summary = run.meta.get("summary")
     if not (isinstance(summary, dict) and "depth_scaling" in summary):
         summary = analysis.convergence_summary(run.arrays)
-    if "scaling" not in summary:  # a run saved before the scaling analysis existed
-        summary["scaling"] = analysis.scaling_summary(run.arrays)
+    # no bootstrap: redone from the arrays, so runs saved by an older analysis get the current one
+    summary["scaling"] = analysis.scaling_summary(run.arrays)
     return summary
 
 

@@ -46,9 +46,10 @@ def _width_words(s: Mapping, p: Mapping) -> list[str]:
             )
         elif sat["status"] == "not_reached":
             z = num(sat["z"][-1])
+            side = "above" if z > 0 else "below"
             words = (
-                f"not within the widths run (n = {s['widths'][-1]} is still {z:+.1f} combined SE "
-                "from the limit)"
+                f"not within the widths run (n = {s['widths'][-1]} is still {abs(z):.1f} combined "
+                f"SE {side} the limit)"
             )
         else:
             few = p["limit"] is None and "no n = ∞ limit in this sweep"
@@ -96,6 +97,28 @@ def _gap_words(p: Mapping) -> str:
     )
 
 
+def _overall_words(o: Mapping, what: str, unit: str, other: str, last) -> str:
+    """One clause: where more ``what`` stops paying across the other axis (`_overall`)."""
+    parts = []
+    if o["largest"] is not None:
+        every = "" if o["not_reached"] or o["undetermined"] else f" at every {other}"
+        parts.append(f"more {what} stops paying by {unit} = {o['largest']}{every}")
+    if o["not_reached"]:
+        short = "L" if other == "depth" else "n"
+        labels = ", ".join(str(x) for x in o["not_reached"])
+        parts.append(f"not within the {what}s run ({unit} ≤ {last}) for {short} = {labels}")
+    if not parts:
+        parts.append(f"where more {what} stops paying is {UNDETERMINED}")
+    return "; ".join(parts)
+
+
+def _headline(s: Mapping, p: Mapping) -> str:
+    """One sentence: where more width and more depth stop paying, across the grid."""
+    width = _overall_words(p["width_overall"], "width", "n", "depth", s["widths"][-1])
+    depth = _overall_words(p["depth_overall"], "depth", "L", "width", s["depths"][-1])
+    return f"- **Diminishing returns:** {width}; {depth}."
+
+
 def scaling_report(s: Mapping) -> str:
     """Markdown: the scaling section of a sweep report (`nfd.analysis.scaling_summary`)."""
     what = "test" if s["source"] == "test" else "training"
@@ -118,6 +141,7 @@ def scaling_report(s: Mapping) -> str:
         md.append(f"η0 = {lr:g}:")
         md.append("")
         md += _table(s, p)
+        md.append(_headline(s, p))
         md.append("- More width, per depth (against that depth's n = ∞ limit at K = L):")
         md += _width_words(s, p)
         md.append("- More depth, per width:")

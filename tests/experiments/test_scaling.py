@@ -16,7 +16,7 @@ from nfd.config import SweepConfig
 from nfd.gallery._kinds import experiment
 from nfd.plots import scaling_figure
 from nfd.reports import scaling_report
-from nfd.runs import load_run
+from nfd.runs import Run, load_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs/figures/smoke/scaling.toml"
@@ -61,23 +61,23 @@ def test_saturation_depth_is_where_deeper_stops_changing_the_loss():
 
 
 def _exact_members(means: np.ndarray, members: int, rng) -> np.ndarray:
-    """Members ``(..., E)`` whose sample mean is exactly ``means`` (standardised noise)."""
+    """Members ``(..., E)`` whose sample mean is exactly ``means`` and whose sample SD is exactly
+    0.01 (standardised noise): SE 0.01/√E."""
     noise = rng.standard_normal((*means.shape, members))
     noise -= noise.mean(-1, keepdims=True)
+    noise /= noise.std(-1, ddof=1, keepdims=True)
     return means[..., None] + 0.01 * noise
 
 
-def test_scaling_summary_on_known_losses_with_the_k_infinity_limit():
-    """Saved arrays with exact seed means ℓ(n, L) = 0.1 + 0.5/n + 0.2/L and limits 0.1 + 0.2/L
-    (K = L), 0.1 (K → ∞): the summary returns these means, takes the L → ∞ value from K → ∞ at
-    the deepest depth and the gap of the widest, deepest cell (0.5/256 + 0.2/16); with no test
-    points it reads the training loss, and the report says so."""
+def _known_sweep():
+    """Saved sweep arrays with exact seed means ℓ(n, L) = 0.1 + 0.5/n + 0.2/L² (16 seeds, SD
+    0.01) and limits 0.1 + 0.2/L² (K = L) and 0.1 (K → ∞) (8 repetitions, SD 0.01)."""
     rng = np.random.default_rng(0)
     widths, depths = np.array([16, 64, 256]), np.array([2, 4, 8, 16])
     n, L = np.meshgrid(widths, depths, indexing="ij")
-    mean = 0.1 + 0.5 / n + 0.2 / L
+    mean = 0.1 + 0.5 / n + 0.2 / L**2
     loss = np.stack([_exact_members(mean, 16, rng)] * 2, -1)[:, :, None]  # (W, Ld, 1, E, S=2)
-    lim = np.stack([0.1 + 0.2 / depths, np.full(4, 0.1)])  # (X, Ld): K = L, K → ∞
+    lim = np.stack([0.1 + 0.2 / depths**2, np.full(4, 0.1)])  # (X, Ld): K = L, K → ∞
     lim_loss = np.stack([_exact_members(lim, 8, rng)] * 2, -1)[:, :, None]
     arrays = {
         "widths": widths,
@@ -91,16 +91,39 @@ def test_scaling_summary_on_known_losses_with_the_k_infinity_limit():
         "limit_loss_train": lim_loss,
         "limit_loss_test": lim_loss,
     }
+    return arrays, mean, lim
+
+
+def test_scaling_summary_on_known_losses_with_the_k_infinity_limit():
+    """Saved arrays with exact seed means ℓ(n, L) = 0.1 + 0.5/n + 0.2/L² (16 seeds, SE 0.0025)
+    and limits 0.1 + 0.2/L² (K = L, 8 repetitions, SE 0.0035) and 0.1 (K → ∞). Closed forms:
+    width saturates where 0.5/n ≤ 2·0.01·sqrt(1/16 + 1/8), n ≥ 57.7: n = 64 at every depth;
+    depth where 0.2 (1/L² − 1/16²) ≤ 2·0.0025·√2, L ≥ 5.04: L = 8 at every width (the limit:
+    ≤ 2·0.0035·√2, L ≥ 4.3: also 8); the L → ∞ value is K → ∞ at the deepest depth, the gap of
+    the widest, deepest cell 0.5/256 + 0.2/256. The report states these; with no test points the
+    training loss is read, and the report says so."""
+    arrays, mean, lim = _known_sweep()
+    widths, depths, loss = arrays["widths"], arrays["depths"], arrays["loss_test"]
     s = scaling_summary(arrays)
     p = s["per_lr"][0]
     assert s["source"] == "test" and s["mode"] == "exact" and s["drawable"]
     np.testing.assert_allclose(p["finite"], mean, rtol=1e-12)
+    np.testing.assert_allclose(p["finite_se"], np.full(mean.shape, 0.01 / 4), rtol=1e-12)
     np.testing.assert_allclose(p["limit"], lim[0], rtol=1e-12)
     np.testing.assert_allclose(p["kinf"], lim[1], rtol=1e-12)
     assert p["L_inf_method"] == "kinf" and abs(p["L_inf"] - 0.1) < 1e-12
-    assert abs(p["gap"]["gap"] - (0.5 / 256 + 0.2 / 16)) < 1e-12
-    se = np.asarray(p["finite_se"])  # 0.01·sd/√16 with sd of standardised noise: ≈ 0.0025
-    assert np.all((se > 0.001) & (se < 0.005)), se
+    assert abs(p["gap"]["gap"] - (0.5 + 0.2) / 256) < 1e-12
+    n_star = int(widths[widths >= 0.5 / (2 * 0.01 * np.sqrt(1 / 16 + 1 / 8))][0])
+    L_star = int(depths[depths >= 1 / np.sqrt(2 * 0.0025 * np.sqrt(2) / 0.2 + 1 / 256)][0])
+    assert (n_star, L_star) == (64, 8)
+    assert [w["width"] for w in p["width_saturation"]] == [n_star] * 4
+    assert [d["depth"] for d in p["depth_saturation"]] == [L_star] * 3
+    assert p["limit_depth_saturation"]["depth"] == L_star
+    report = scaling_report(s)
+    assert report.count(f"width saturates at n = {n_star}.") == 4
+    assert report.count(f"depth saturates at L = {L_star}:") == 4
+    assert f"more width stops paying by n = {n_star} at every depth" in report
+    assert f"{p['gap']['gap']:.3g} ± {p['gap']['se']:.2g}" in report
     # no test points: f_test has Q = 0 and the test losses are NaN; the training loss is used
     no_test = {**arrays, "loss_test": np.full_like(loss, np.nan)}
     no_test["f_test"] = np.zeros((*loss.shape, 0, 1))
@@ -108,6 +131,24 @@ def test_scaling_summary_on_known_losses_with_the_k_infinity_limit():
     assert s2["source"] == "train"
     np.testing.assert_allclose(s2["per_lr"][0]["finite"], mean, rtol=1e-12)
     assert "TRAINING loss is used" in scaling_report(s2)
+
+
+def test_scaling_figure_draws_the_known_losses_and_the_k_infinity_value():
+    """On the known arrays: the figure's lines (read back by gid) are the exact seed means
+    0.1 + 0.5/n + 0.2/L², the limit's 0.1 + 0.2/L², and the dotted L → ∞ line is the K → ∞
+    value 0.1 (to round-off)."""
+    arrays, mean, lim = _known_sweep()
+    run = Run(path=pathlib.Path("known"), config=config.load(SMOKE), meta={}, arrays=arrays)
+    fig = scaling_figure(run, {"scaling": scaling_summary(arrays)})
+    lines = _lines(fig)
+    plt.close(fig)
+    for j, L in enumerate(arrays["depths"]):
+        np.testing.assert_allclose(lines[f"finite L={L}"], mean[:, j], rtol=1e-12)
+        np.testing.assert_allclose(lines[f"limit L={L}"], lim[0, j], rtol=1e-12)
+    for i, n in enumerate(arrays["widths"]):
+        np.testing.assert_allclose(lines[f"finite n={n}"], mean[i], rtol=1e-12)
+    np.testing.assert_allclose(lines["limit"], lim[0], rtol=1e-12)
+    np.testing.assert_allclose(lines["L_inf"], 0.1, rtol=1e-12)
 
 
 # -- the smoke sweep ----------------------------------------------------------------------------
