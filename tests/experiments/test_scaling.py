@@ -5,6 +5,7 @@ losses, and the sweep's K = L limit loss is a separate `kind = "limit"` run's.""
 import dataclasses
 import pathlib
 
+import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ import pytest
 from nfd import config
 from nfd.analysis import saturation_depth, saturation_width, scaling_summary
 from nfd.cli import main
-from nfd.config import SweepConfig
+from nfd.config import SweepConfig, build_limit, build_task, run_keys
+from nfd.dynamics import Points
 from nfd.gallery._kinds import experiment
+from nfd.limit import MatrixParticles
 from nfd.plots import scaling_figure
 from nfd.reports import scaling_report
 from nfd.runs import Run, load_run
@@ -220,3 +223,26 @@ def test_sweep_limit_loss_at_k_equal_l_is_a_separate_limit_run(smoke_run, tmp_pa
     alone = load_run(tmp_path / "limit").arrays["loss_test"]  # (El, S)
     swept = smoke_run.arrays["limit_loss_test"][0, j, 0]  # (El, S)
     np.testing.assert_allclose(swept, alone, rtol=1e-10, atol=0)
+
+
+def test_gpu_config_limit_fits_one_h100():
+    """The GPU config's header: its largest limit repetition (L = 64, K = 2L = 128, M = 4096) fits
+    the 0.8 × 78 GiB an H100 run may plan with (`estimate_memory`, one repetition per chunk), and
+    the limit's cost over all depths at K = L and 2L is the stated ≈ 190 TFLOP (within 10%)."""
+    cfg = config.load(ROOT / "configs/figures/gpu/scaling.toml")
+    task = build_task(cfg, key=run_keys(cfg)["task"])
+    # the run is float32 (`precision`); the test session is float64, which would double the bytes
+    points = jax.tree.map(
+        lambda x: x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x,
+        Points.from_task(task),
+    )
+    assert cfg.precision == "float32"
+    largest, flops = 0, 0.0
+    for L in cfg.sweep.depths:
+        for K in (L, 2 * L):
+            dyn = build_limit(cfg, depth=L, coupling="decoupled", layer_steps_override=K)
+            assert isinstance(dyn, MatrixParticles)
+            largest = max(largest, dyn.estimate_memory(points, 1))
+            flops += dyn.step_flops(points, task.n_train) * cfg.sweep.limit_seeds * cfg.optim.steps
+    assert largest <= 0.8 * 78 * 2**30, largest / 2**30
+    assert abs(flops / 190e12 - 1) < 0.1, flops / 1e12
