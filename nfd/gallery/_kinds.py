@@ -150,6 +150,9 @@ def sweep_outcome(res: SweepResult, **timings: float) -> Outcome:
     summary = analysis.convergence_summary(
         {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     )
+    summary["scaling"] = analysis.scaling_summary(
+        {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    )
     status = np.asarray(res.status)
     members = [  # thousands of members: list only the diverged ones
         {
@@ -175,9 +178,11 @@ def _sweep_summary(run: Run) -> dict:
     """The analysis saved with the run (``meta.json``: its bootstrap is not redone); a run saved
     before it was recorded in this form is analysed from its saved arrays."""
     summary = run.meta.get("summary")
-    if isinstance(summary, dict) and "depth_scaling" in summary:
-        return summary
-    return analysis.convergence_summary(run.arrays)
+    if not (isinstance(summary, dict) and "depth_scaling" in summary):
+        summary = analysis.convergence_summary(run.arrays)
+    # no bootstrap: redone from the arrays, so runs saved by an older analysis get the current one
+    summary["scaling"] = analysis.scaling_summary(run.arrays)
+    return summary
 
 
 def _sweep_figures(run: Run, summary: dict) -> dict[str, Any]:
@@ -187,11 +192,14 @@ def _sweep_figures(run: Run, summary: dict) -> dict[str, Any]:
     }
     if run.arrays.get("limit_ntk_mean") is not None:
         figs["kernels"] = plots.kernel_figure(run, summary)
+    if summary["scaling"]["drawable"]:  # two widths and two depths or more
+        figs["scaling"] = plots.scaling_figure(run, summary)
     return figs
 
 
 def _sweep_report(run: Run, summary: dict) -> str:
-    return reports.sweep_report(summary, **analysis.member_counts(run.arrays["status"]))
+    counts = analysis.member_counts(run.arrays["status"])
+    return reports.sweep_report(summary, **counts) + reports.scaling_report(summary["scaling"])
 
 
 # -- kind = "gia" ------------------------------------------------------------------------------

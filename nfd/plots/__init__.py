@@ -6,6 +6,7 @@ from ._gia import gia_figures as gia_figures
 from ._gia_limit import gia_limit_figures as gia_limit_figures
 from ._plots import demo_figure as demo_figure
 from ._plots import loss_figure as loss_figure
+from ._scaling import scaling_figure as scaling_figure
 from ._style import style as style
 from ._sweep import depth_scaling_figure as depth_scaling_figure
 from ._sweep import kernel_figure as kernel_figure
