@@ -58,6 +58,8 @@ class ModelConfig:
     backward: Literal["reused", "decoupled"] = "reused"
     center_output: bool = True  # train and report f − f(θ(0)) (§1.1)
     post_activation: bool = False  # T10 negative control: h ← φ(h + b W h/√N)
+    # false: the plain network h ← c_φ b W φ(h)/√N, no skip connections (muP only; no limit)
+    residual: bool = True
 
     def __post_init__(self):
         _positive("model.width", self.width, integer=True)
@@ -71,6 +73,16 @@ class ModelConfig:
                 "model.post_activation",
                 "requires model.block = 'one_layer'",
                 "true only with one_layer blocks",
+            )
+        if not self.residual and self.param != "mup":
+            raise ConfigError(
+                "model.residual",
+                f"false (the plain network) requires model.param = 'mup', got {self.param!r}",
+                "true, or model.param = 'mup'",
+            )
+        if not self.residual and self.post_activation:
+            raise ConfigError(
+                "model.residual", "false excludes model.post_activation = true", "true"
             )
 
 
@@ -286,6 +298,10 @@ class Config:
             )
         if self.model.post_activation:
             raise ConfigError("model.post_activation", "has no limit solver", "false")
+        if not self.model.residual:
+            raise ConfigError(
+                "model.residual", "false (the plain network) has no limit solver", "true"
+            )
         if self.limit.method == "linear_exact" and self.model.activation != "linear":
             raise ConfigError(
                 "limit.method",
