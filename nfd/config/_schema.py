@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Literal
 
+from ._decoupling import DecouplingConfig
 from ._gia import GiaConfig
 from ._gia_limit import GiaLimitConfig
 from ._limits import LIMITS, limit_key, limit_methods
@@ -243,7 +244,9 @@ class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer"] = "finite"
+    kind: Literal[
+        "finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer", "decoupling"
+    ] = "finite"
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -259,6 +262,7 @@ class Config:
     gia: GiaConfig = dataclasses.field(default_factory=GiaConfig)
     gia_limit: GiaLimitConfig = dataclasses.field(default_factory=GiaLimitConfig)
     transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
+    decoupling: DecouplingConfig = dataclasses.field(default_factory=DecouplingConfig)
 
     def __post_init__(self):
         _positive("seeds", self.seeds, integer=True)
@@ -337,6 +341,7 @@ KIND_TABLES: dict[str, str] = {
     "gia": "gia",
     "gia_limit": "gia_limit",
     "transfer": "transfer",
+    "decoupling": "decoupling",
 }
 
 TABLES: dict[str, type] = {
@@ -350,4 +355,5 @@ TABLES: dict[str, type] = {
     "gia": GiaConfig,
     "gia_limit": GiaLimitConfig,
     "transfer": TransferConfig,
+    "decoupling": DecouplingConfig,
 }
