@@ -65,6 +65,7 @@ def gap_figure(run: Run, summary: Mapping) -> Figure:
         for a, arch in enumerate(archs):
             ax = axes[0, a]
             rows = [r for r in summary["rows"] if r["arch"] == arch]
+            slopes = []
             for k, (split, mk) in enumerate((("train", "o"), ("test", "s"))):
                 g = np.abs([r[f"gap_{split}"] for r in rows])
                 se = np.asarray([r[f"gap_{split}_se"] for r in rows])
@@ -90,18 +91,11 @@ def gap_figure(run: Run, summary: Mapping) -> Figure:
                         ls=":",
                         label=f"fit A L^p ({split})",
                     )
-                    ax.text(
-                        0.03,
-                        0.05 + 0.09 * k,
-                        f"p = {fit['slope']:+.2f} ± {fit['slope_se']:.2f}",
-                        color=c,
-                        transform=ax.transAxes,
-                        fontsize=7,
-                    )
+                    slopes.append(f"p_{split} = {fit['slope']:+.2f} ± {fit['slope_se']:.2f}")
             log_axis(ax, "x", base=2, values=depths)
             log_axis(ax, "y")
             note_empty(ax)
-            ax.set_title(TITLES.get(arch, arch), fontsize=9)
+            ax.set_title("\n".join([TITLES.get(arch, arch), *slopes]), fontsize=8)
             ax.set_xlabel("depth L")
             if a == 0:
                 ax.set_ylabel("|final loss gap|, decoupled vs reused")
