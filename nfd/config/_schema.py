@@ -277,6 +277,12 @@ class Config:
             self._check_extrapolate_layers()
         if self.kind == "limit" or (self.kind == "sweep" and self.sweep.couplings):
             self._check_limit()
+        if self.kind == "demo" and self.demo.limit and not self.model.residual:
+            raise ConfigError(
+                "model.residual",
+                "false (the plain network) has no limit solver",
+                "true, or demo.limit = false",
+            )
         if self.optim.batch_size > self.task.n_train and self.task.name != "npz":
             raise ConfigError(
                 "optim.batch_size",

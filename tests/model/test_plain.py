@@ -143,6 +143,10 @@ MINIMAL = '[task]\nname = "teacher_student"\nn_train = 4\nn_test = 2\n'
             'kind = "limit"\n' + MINIMAL + '[model]\nresidual = false\nparam = "mup"\n',
             "model.residual: false (the plain network) has no limit solver",
         ),
+        (
+            'kind = "demo"\n' + MINIMAL + '[model]\nresidual = false\nparam = "mup"\n',
+            "model.residual: false (the plain network) has no limit solver",
+        ),
     ],
 )
 def test_plain_config_errors(tmp_path, capsys, text, start):
