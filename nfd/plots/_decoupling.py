@@ -95,7 +95,7 @@ def gap_figure(run: Run, summary: Mapping) -> Figure:
             log_axis(ax, "x", base=2, values=depths)
             log_axis(ax, "y")
             note_empty(ax)
-            ax.set_title("\n".join([TITLES.get(arch, arch), *slopes]), fontsize=8)
+            ax.set_title("\n".join([str(TITLES.get(arch, arch)), *slopes]), fontsize=8)
             ax.set_xlabel("depth L")
             if a == 0:
                 ax.set_ylabel("|final loss gap|, decoupled vs reused")
