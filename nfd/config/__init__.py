@@ -18,6 +18,8 @@ from ._build import layer_steps as layer_steps
 from ._build import limit_name as limit_name
 from ._build import run_keys as run_keys
 from ._build import use_precision as use_precision
+from ._decoupling import ARCHS as ARCHS
+from ._decoupling import DecouplingConfig as DecouplingConfig
 from ._load import apply_overrides as apply_overrides
 from ._load import dumps as dumps
 from ._load import from_dict as from_dict

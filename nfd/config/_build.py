@@ -143,6 +143,7 @@ def build_network(
         backward=BACKWARD[m.backward if backward is None else backward](),
         readout=FeatureReadout() if readout is None else readout,
         post_activation=m.post_activation,
+        residual=m.residual,
         center=m.center_output,
     )
 

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Literal
 
+from ._decoupling import DecouplingConfig
 from ._gia import GiaConfig
 from ._gia_limit import GiaLimitConfig
 from ._limits import LIMITS, limit_key, limit_methods
@@ -58,6 +59,8 @@ class ModelConfig:
     backward: Literal["reused", "decoupled"] = "reused"
     center_output: bool = True  # train and report f − f(θ(0)) (§1.1)
     post_activation: bool = False  # T10 negative control: h ← φ(h + b W h/√N)
+    # false: the plain network h ← c_φ b W φ(h)/√N, no skip connections (muP only; no limit)
+    residual: bool = True
 
     def __post_init__(self):
         _positive("model.width", self.width, integer=True)
@@ -71,6 +74,16 @@ class ModelConfig:
                 "model.post_activation",
                 "requires model.block = 'one_layer'",
                 "true only with one_layer blocks",
+            )
+        if not self.residual and self.param != "mup":
+            raise ConfigError(
+                "model.residual",
+                f"false (the plain network) requires model.param = 'mup', got {self.param!r}",
+                "true, or model.param = 'mup'",
+            )
+        if not self.residual and self.post_activation:
+            raise ConfigError(
+                "model.residual", "false excludes model.post_activation = true", "true"
             )
 
 
@@ -231,7 +244,9 @@ class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer"] = "finite"
+    kind: Literal[
+        "finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer", "decoupling"
+    ] = "finite"
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -247,6 +262,7 @@ class Config:
     gia: GiaConfig = dataclasses.field(default_factory=GiaConfig)
     gia_limit: GiaLimitConfig = dataclasses.field(default_factory=GiaLimitConfig)
     transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
+    decoupling: DecouplingConfig = dataclasses.field(default_factory=DecouplingConfig)
 
     def __post_init__(self):
         _positive("seeds", self.seeds, integer=True)
@@ -261,6 +277,12 @@ class Config:
             self._check_extrapolate_layers()
         if self.kind == "limit" or (self.kind == "sweep" and self.sweep.couplings):
             self._check_limit()
+        if self.kind == "demo" and self.demo.limit and not self.model.residual:
+            raise ConfigError(
+                "model.residual",
+                "false (the plain network) has no limit solver",
+                "true, or demo.limit = false",
+            )
         if self.optim.batch_size > self.task.n_train and self.task.name != "npz":
             raise ConfigError(
                 "optim.batch_size",
@@ -286,6 +308,10 @@ class Config:
             )
         if self.model.post_activation:
             raise ConfigError("model.post_activation", "has no limit solver", "false")
+        if not self.model.residual:
+            raise ConfigError(
+                "model.residual", "false (the plain network) has no limit solver", "true"
+            )
         if self.limit.method == "linear_exact" and self.model.activation != "linear":
             raise ConfigError(
                 "limit.method",
@@ -321,6 +347,7 @@ KIND_TABLES: dict[str, str] = {
     "gia": "gia",
     "gia_limit": "gia_limit",
     "transfer": "transfer",
+    "decoupling": "decoupling",
 }
 
 TABLES: dict[str, type] = {
@@ -334,4 +361,5 @@ TABLES: dict[str, type] = {
     "gia": GiaConfig,
     "gia_limit": GiaLimitConfig,
     "transfer": TransferConfig,
+    "decoupling": DecouplingConfig,
 }

@@ -3,6 +3,7 @@
 Their analysis is `nfd.analysis`, their words `nfd.reports`, their figures `nfd.plots`; the
 `nfd.gallery` registers each kind."""
 
+from ._decoupling import run_decoupling as run_decoupling
 from ._demo import DemoResult as DemoResult
 from ._demo import run_demo as run_demo
 from ._finite import member_grid as member_grid

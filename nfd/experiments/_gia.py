@@ -115,6 +115,10 @@ def check_sgd_one_layer(cfg, kind: str) -> None:
             f"kind = '{kind}' studies one-layer pre-activation blocks",
             "block = 'one_layer', post_activation = false",
         )
+    if not cfg.model.residual:
+        raise ConfigError(
+            "model.residual", f"kind = '{kind}' studies residual networks (a limit)", "true"
+        )
 
 
 def _check_cfg(cfg, task=None) -> None:

@@ -17,6 +17,7 @@ from ..dynamics import MEMBER_FIELDS
 from ..experiments import (
     SweepResult,
     limit_method,
+    run_decoupling,
     run_demo,
     run_finite,
     run_gia,
@@ -272,6 +273,18 @@ def _transfer_summary(run: Run) -> dict:
     return analysis.transfer_analysis(run.arrays, run.config.transfer.optimizers)
 
 
+# -- kind = "decoupling" -----------------------------------------------------------------------
+def _decoupling_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    arrays = run_decoupling(cfg, progress=progress)
+    status = np.asarray(arrays["status"])
+    meta = {
+        "timings": {"wall_s": time.perf_counter() - t0},
+        "diverged_members": int(np.sum(status != 0)),
+    }
+    return Outcome(arrays=arrays, meta=meta, all_failed=bool(np.all(status != 0)))
+
+
 # config kind -> its experiment
 KINDS: dict[str, Experiment] = {
     "finite": Experiment(
@@ -311,6 +324,12 @@ KINDS: dict[str, Experiment] = {
         analyse=_transfer_summary,
         figures=plots.transfer_figures,
         report=reports.transfer_report,
+    ),
+    "decoupling": Experiment(
+        run=_decoupling_run,
+        analyse=lambda run: analysis.decoupling_summary(run.arrays),
+        figures=plots.decoupling_figures,
+        report=reports.decoupling_report,
     ),
 }
 

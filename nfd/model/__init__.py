@@ -8,3 +8,4 @@ from ._kernels import ntk_from_fields as ntk_from_fields
 from ._kernels import point_fields as point_fields
 from ._resnet import ResNet as ResNet
 from ._resnet import ResNetFields as ResNetFields
+from ._resnet import variance_gain as variance_gain

@@ -56,7 +56,7 @@ def ntk_parts(
         assert left.z is not None and left.gz is not None and right.gz is not None
         phi_z = phi(left.z)
         kernels |= {"Gz": class_gram(left.gz, right.gz), "Phiz": gram(phi_z, phi_z)}
-    weights = model.param.ntk_weights(model.depth, model.block)
+    weights = model.ntk_weights()
     return nn.ntk_parts(weights, model.block, **kernels)
 
 
@@ -98,7 +98,7 @@ def ntk_apply(
     diagonal in the outputs.
     """
     phi = model.activation
-    weights = model.param.ntk_weights(model.depth, model.block)
+    weights = model.ntk_weights()
     phi_h = phi(left.h)
     base = {
         "kx": jnp.einsum("pd,qd->pq", xs, xs, precision=HIGHEST) / model.in_dim,

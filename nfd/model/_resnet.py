@@ -5,7 +5,10 @@
     two_layer:  z_ℓ = W1_ℓ φ(h_ℓ) / sqrt(N),   h_{ℓ+1} = h_ℓ + b W2_ℓ φ(z_ℓ) / sqrt(N)
     f(x) = vᵀ φ(h_L) / (γ0 N)
 
-with ``b = param.branch_multiplier(L)`` (``β/sqrt(L)`` under depth-muP). Raw parameters are standard
+with ``b = param.branch_multiplier(L)`` (``β/sqrt(L)`` under depth-muP). With ``residual=False``
+the skip connection is dropped and the branch carries the variance-preserving gain ``c_φ``
+(`variance_gain`): the plain network ``h_{ℓ+1} = c_φ b W_ℓ φ(h_ℓ)/sqrt(N)`` (two-layer:
+``h_{ℓ+1} = c_φ b W2_ℓ φ(z_ℓ)/sqrt(N)``), docs/math §1.7. Raw parameters are standard
 normal except ``v ~ N(0, σ_out²)``; there are no biases. Block weights are stacked ``(L, N, N)`` and
 iterated with `lax.scan`, so compile time does not grow with ``L``. Batches and ensembles are `vmap`.
 """
@@ -23,6 +26,7 @@ from ..param import (
     AbstractParameterization,
     OneLayer,
     ReusedWeights,
+    TensorRates,
 )
 
 
@@ -39,6 +43,17 @@ def block_matvec(
         return w @ a
     e = jax.lax.stop_gradient(offset)
     return (w + e) @ a - e @ jax.lax.stop_gradient(a)
+
+
+def variance_gain(activation: AbstractActivation) -> Float[Array, ""]:
+    """``c_φ = E_{z~N(0,1)}[φ(z)²]^{-1/2}``: the gain that keeps ``E h²`` fixed through a plain layer.
+
+    Read from the activation's Gaussian expectation ``V(1, 1, 1) = E[φ(z)²]`` (its dual kernel at
+    unit variance; closed form for linear, ReLU and erf, Gauss–Hermite for tanh and GELU):
+    ``sqrt 2`` for ReLU, 1 for the identity.
+    """
+    one = jnp.ones((), jnp.result_type(float))
+    return activation.dual(one, one, one) ** -0.5
 
 
 class ResNetFields(eqx.Module):
@@ -74,6 +89,8 @@ class ResNet(eqx.Module):
         backward: `ReusedWeights` or `DecoupledWeights`.
         block: `OneLayer` or `TwoLayer`.
         post_activation: the T10 control ``h ← φ(h + b W h/sqrt(N))`` (one-layer blocks only).
+        residual: ``False`` drops the skip connection (the plain network, ``h_{ℓ+1} = c_φ b
+            W_ℓ φ(h_ℓ)/sqrt(N)``, `variance_gain`).
     """
 
     U: Float[Array, "N D"]
@@ -85,6 +102,7 @@ class ResNet(eqx.Module):
     backward: AbstractBackwardWeights
     block: AbstractBlock
     post_activation: bool = eqx.field(static=True)
+    residual: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -98,6 +116,7 @@ class ResNet(eqx.Module):
         block: AbstractBlock = OneLayer(),
         backward: AbstractBackwardWeights = ReusedWeights(),
         post_activation: bool = False,
+        residual: bool = True,
         dtype=None,
         key: PRNGKeyArray,
     ):
@@ -111,6 +130,8 @@ class ResNet(eqx.Module):
                 raise ValueError(f"ResNet needs {name} >= {low} (an integer), got {name}={value}.")
         if post_activation and block.two_layer:
             raise ValueError("post_activation=True is only defined for one_layer blocks (T10).")
+        if post_activation and not residual:
+            raise ValueError("post_activation=True needs residual=True (a residual stream).")
         param.check_block(block)
         dtype = jnp.result_type(float) if dtype is None else dtype
         u_key, w_key, v_key, e_key = jr.split(key, 4)
@@ -128,6 +149,7 @@ class ResNet(eqx.Module):
         self.backward = backward
         self.block = block
         self.post_activation = post_activation
+        self.residual = residual
 
     # -- sizes --------------------------------------------------------------------------------
     @property
@@ -146,6 +168,21 @@ class ResNet(eqx.Module):
     def out_dim(self) -> int:
         return self.v.shape[-1]
 
+    def branch_factor(self) -> Float[Array, ""]:
+        """The factor in front of ``W φ/sqrt(N)`` (``W2 φ(z)/sqrt(N)``) that writes the stream:
+        ``b`` (residual) or ``c_φ b`` (plain)."""
+        b = self.param.branch_multiplier(self.depth)
+        return b if self.residual else variance_gain(self.activation) * b
+
+    def ntk_weights(self) -> TensorRates:
+        """`AbstractParameterization.ntk_weights` of this network (§1.4), the branch matrix's
+        weight times ``c_φ²`` for the plain network (its gradient carries ``c_φ b``)."""
+        weights = self.param.ntk_weights(self.depth, self.block)
+        if not self.residual:
+            branch = self.block.branch
+            weights[branch] = weights[branch] * variance_gain(self.activation) ** 2
+        return weights
+
     @property
     def tensor_names(self) -> tuple[str, ...]:
         """Names of the block tensors: ``("W",)`` or ``("W1", "W2")``."""
@@ -155,22 +192,25 @@ class ResNet(eqx.Module):
     def _forward(self, x, eps_h, eps_z):
         n = self.width
         phi = self.activation
-        b = self.param.branch_multiplier(self.depth)
+        b = self.branch_factor()
         dtype = self.U.dtype
         h0 = (self.param.sigma_in / self.in_dim**0.5) * (self.U @ x) + eps_h[0]
         offsets = self.offsets if self.offsets is not None else (None,) * len(self.blocks)
 
+        def skip(h):  # the residual stream, or nothing in the plain network
+            return h if self.residual else jnp.zeros_like(h)
+
         def body(h, xs):
             ws, es, e_h, e_z = xs
             if not self.block.two_layer:
-                pre = h + (b / n**0.5) * block_matvec(
+                pre = skip(h) + (b / n**0.5) * block_matvec(
                     ws[0], es[0], h if self.post_activation else phi(h)
                 )
                 h_new = (phi(pre) if self.post_activation else pre) + e_h
                 z = jnp.zeros((0,), dtype)
             else:
                 z = block_matvec(ws[0], es[0], phi(h)) / n**0.5 + e_z
-                h_new = h + (b / n**0.5) * block_matvec(ws[1], es[1], phi(z)) + e_h
+                h_new = skip(h) + (b / n**0.5) * block_matvec(ws[1], es[1], phi(z)) + e_h
             return h_new, (h_new, z)
 
         hL, (hs, zs) = jax.lax.scan(body, h0, (self.blocks, offsets, eps_h[1:], eps_z))

@@ -65,6 +65,7 @@ class FiniteNetwork(AbstractDynamics):
         backward: `ReusedWeights` or `DecoupledWeights` (§1.6).
         readout: `FeatureReadout` (the network's output) or `NTKReadout` (P1 analogue).
         post_activation: the T10 control (one-layer blocks).
+        residual: ``False``: the plain network without skip connections (`nfd.model.ResNet`).
         center: train and report ``f − f(θ(0))`` (§1.1).
     """
 
@@ -78,6 +79,7 @@ class FiniteNetwork(AbstractDynamics):
     backward: AbstractBackwardWeights = ReusedWeights()
     readout: AbstractReadout = FeatureReadout()
     post_activation: bool = eqx.field(default=False, static=True)
+    residual: bool = eqx.field(default=True, static=True)
     center: bool = eqx.field(default=True, static=True)
 
     def draw(self, points: Points, *, key: PRNGKeyArray) -> ResNet:
@@ -91,6 +93,7 @@ class FiniteNetwork(AbstractDynamics):
             block=self.block,
             backward=self.backward,
             post_activation=self.post_activation,
+            residual=self.residual,
             dtype=points.x.dtype,
             key=key,
         )
@@ -173,9 +176,9 @@ class FiniteNetwork(AbstractDynamics):
 
 
 def _own_movements(model: ResNet, model0: ResNet, h, z) -> dict[str, Array]:
-    """Each block's own update ``b ΔW_ℓ φ(h_ℓ)/sqrt(N)`` (two-layer: ``b ΔW2_ℓ φ(z_ℓ)/sqrt(N)``,
+    """Each block's own update ``b ΔW_ℓ φ(h_ℓ)/sqrt(N)`` (``b`` times ``c_φ`` without skips) (two-layer: ``b ΔW2_ℓ φ(z_ℓ)/sqrt(N)``,
     and W1's own ``δz^own = ΔW1_ℓ φ(h_ℓ)/sqrt(N)``), RMS per block: Θ(1/L) under depth-muP."""
-    b = model.param.branch_multiplier(model.depth)
+    b = model.branch_factor()
     root_n = model.width**0.5
     phih = model.activation(h[:, :-1])  # (P, L, N)
 

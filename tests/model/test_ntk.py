@@ -49,18 +49,21 @@ def jacobian_ntk(model: nfd.ResNet, xs, *, full: bool = False):
 
 
 @pytest.mark.parametrize(
-    "block,backward,param_cls",
+    "block,backward,param_cls,residual",
     [
-        (b, w, nfd.DepthMuP)
+        (b, w, nfd.DepthMuP, True)
         for b in ("one_layer", "two_layer")
         for w in (nfd.ReusedWeights(), nfd.DecoupledWeights())
     ]
     + [
-        ("one_layer", nfd.ReusedWeights(), nfd.MuP),
-        ("two_layer", nfd.DecoupledWeights(), nfd.CompleteP),
+        ("one_layer", nfd.ReusedWeights(), nfd.MuP, True),
+        ("two_layer", nfd.DecoupledWeights(), nfd.CompleteP, True),
+        # the plain network (no skips, gain c_φ on the branch)
+        ("one_layer", nfd.DecoupledWeights(), nfd.MuP, False),
+        ("two_layer", nfd.ReusedWeights(), nfd.MuP, False),
     ],
 )
-def test_field_ntk_equals_jacobian_ntk(block, backward, param_cls):
+def test_field_ntk_equals_jacobian_ntk(block, backward, param_cls, residual):
     a = 0.5 if block == "two_layer" else 0.0
     param = param_cls(beta=1.3, gamma0=0.6, sigma_in=0.8, sigma_out=1.2, first_layer_lr_exponent=a)
     model = nfd.ResNet(
@@ -72,6 +75,7 @@ def test_field_ntk_equals_jacobian_ntk(block, backward, param_cls):
         activation=Tanh(),
         block=BLOCKS[block],
         backward=backward,
+        residual=residual,
         key=jr.key(0),
     )
     xs = unit_inputs(4, 5, key=jr.key(1))
