@@ -8,6 +8,7 @@ from ._gia import gia_summary as gia_summary
 from ._gia_limit import gia_limit_summary as gia_limit_summary
 from ._kernels import kernel_distance as kernel_distance
 from ._kernels import kernel_summary as kernel_summary
+from ._nondegeneracy import nondegeneracy_summary as nondegeneracy_summary
 from ._stats import chi2_pvalue as chi2_pvalue
 from ._stats import constant_fit as constant_fit
 from ._stats import decay_fits as decay_fits

@@ -13,6 +13,7 @@ from typing import Literal
 from ._gia import GiaConfig
 from ._gia_limit import GiaLimitConfig
 from ._limits import LIMITS, limit_key, limit_methods
+from ._nondegeneracy import NondegeneracyConfig, check_nondegeneracy
 from ._schema_base import ConfigError as ConfigError
 from ._schema_base import positive as _positive
 from ._transfer import TransferConfig
@@ -231,7 +232,9 @@ class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer"] = "finite"
+    kind: Literal[
+        "finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer", "nondegeneracy"
+    ] = "finite"
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -247,6 +250,7 @@ class Config:
     gia: GiaConfig = dataclasses.field(default_factory=GiaConfig)
     gia_limit: GiaLimitConfig = dataclasses.field(default_factory=GiaLimitConfig)
     transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
+    nondegeneracy: NondegeneracyConfig = dataclasses.field(default_factory=NondegeneracyConfig)
 
     def __post_init__(self):
         _positive("seeds", self.seeds, integer=True)
@@ -267,6 +271,8 @@ class Config:
                 f"{self.optim.batch_size} exceeds task.n_train = {self.task.n_train}",
                 "0 (full batch) or at most task.n_train",
             )
+        if self.kind == "nondegeneracy":
+            check_nondegeneracy(self)
 
     def _check_limit(self) -> None:
         if self.optim.name != "sgd":
@@ -321,6 +327,7 @@ KIND_TABLES: dict[str, str] = {
     "gia": "gia",
     "gia_limit": "gia_limit",
     "transfer": "transfer",
+    "nondegeneracy": "nondegeneracy",
 }
 
 TABLES: dict[str, type] = {
@@ -334,4 +341,5 @@ TABLES: dict[str, type] = {
     "gia": GiaConfig,
     "gia_limit": GiaLimitConfig,
     "transfer": TransferConfig,
+    "nondegeneracy": NondegeneracyConfig,
 }
