@@ -113,13 +113,22 @@ def _limit(cfg: Config, task, L: int, steps: tuple[int, ...]) -> dict[str, np.nd
     }
 
 
+def _min_eigs(grams: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """``λ_min`` of each Gram and ``λ_min`` over its mean diagonal (NaN for a diverged member)."""
+    ok = np.all(np.isfinite(grams), axis=(-2, -1))
+    lam = np.full(grams.shape[:-1], np.nan)
+    lam[ok] = np.linalg.eigvalsh(grams[ok])
+    return {f"{name}_min_eig": lam[..., 0], f"{name}_min_eig_rel": lam[..., 0] / lam.mean(-1)}
+
+
 def run_nondegeneracy(cfg: Config, *, progress: bool | None = None) -> dict[str, np.ndarray]:
     """The Gram matrices of finite networks and of the n = ∞ references (module docstring).
 
     Returns numpy arrays, with I = widths, J = depths, E = seeds, S = saved steps, R = depth-times,
     P = training points: ``phi_gram``, ``g_gram`` ``(I, J, E, S, R, P, P)`` (NaN after a member
-    diverged), ``diverged`` ``(I, J, E)``; ``ref_phi``, ``ref_g`` ``(J, R, P, P)`` (the ``t = 0``
-    recursion); with ``limit``: ``limit_phi``, ``limit_g`` ``(J, E_l, S, R, P, P)``,
+    diverged), their ``λ_min`` ``phi_min_eig``, ``g_min_eig`` and ``λ_min`` / mean diagonal
+    ``phi_min_eig_rel``, ``g_min_eig_rel`` ``(I, J, E, S, R)``, ``diverged`` ``(I, J, E)``;
+    ``ref_phi``, ``ref_g`` ``(J, R, P, P)`` (the ``t = 0`` recursion); with ``limit``: ``limit_phi``, ``limit_g`` ``(J, E_l, S, R, P, P)``,
     ``limit_converged`` ``(J, E_l)``, ``limit_moment_matched`` ``(J,)``; the grid ``widths``,
     ``depths``, ``taus``, ``steps`` and ``layers`` ``(J, R)``.
     """
@@ -159,6 +168,8 @@ def run_nondegeneracy(cfg: Config, *, progress: bool | None = None) -> dict[str,
     out = {k: np.stack([r[k] for r in per_depth]) for k in per_depth[0]}
     for k in ("phi_gram", "g_gram", "diverged"):
         out[k] = np.moveaxis(out[k], 0, 1)  # (I, J, ...)
+    for k in ("phi", "g"):
+        out |= _min_eigs(out[f"{k}_gram"], k)
     out.update(
         widths=np.asarray(nd.widths),
         depths=np.asarray(nd.depths),

@@ -193,5 +193,10 @@ def test_smoke_writes_figures_and_a_report_from_the_numbers(smoke):
     I, J, E, S, R, P = 3, 1, 8, 2, 2, 4
     assert a["phi_gram"].shape == (I, J, E, S, R, P, P) and np.all(np.isfinite(a["phi_gram"]))
     assert a["limit_phi"].shape == (J, 2, S, R, P, P) and np.all(a["limit_converged"])
+    # the saved per-member λ_min are the analysis's eigenvalues of the saved Grams
+    for k in ("phi", "g"):
+        ref = min_eig(a[f"{k}_gram"])
+        np.testing.assert_allclose(a[f"{k}_min_eig"], ref["abs"], rtol=1e-12)
+        np.testing.assert_allclose(a[f"{k}_min_eig_rel"], ref["rel"], rtol=1e-12)
     report = (out / "report.md").read_text()
     assert "**Verdict:**" in report and "λ_∞ (1/n fit)" in report
