@@ -17,10 +17,11 @@ import nfd
 from nfd import config
 from nfd.analysis._nondegeneracy import cell_verdict, fit_width, min_eig
 from nfd.cli import main
-from nfd.config import ConfigError, build_task, run_keys
+from nfd.config import ConfigError, build_activation, build_param, build_task, run_keys
 from nfd.dynamics import Points
 from nfd.experiments._finite import finite_ensemble
-from nfd.experiments._nondegeneracy import GramObservables, layers_of
+from nfd.experiments._nondegeneracy import GramObservables, gram_matrices, layers_of
+from nfd.limit import init_kernels
 from nfd.model import ResNet
 from nfd.nn import Tanh
 from nfd.runs import load_run
@@ -100,6 +101,38 @@ def test_hook_gram_equals_fields_of_each_point():
     phi, g = _direct_grams(model, x[:4], blocks)
     np.testing.assert_allclose(np.asarray(got["phi_gram"]), phi, rtol=0, atol=1e-10)
     np.testing.assert_allclose(np.asarray(got["g_gram"]), g, rtol=0, atol=1e-10)
+
+
+def test_initial_lambda_min_fluctuates_like_one_over_root_n_around_the_recursion():
+    """At t = 0 (no training: 16 networks drawn per width, the smoke task, L = 2, τ = 1) the
+    seed mean of λ_min(Φ)/mean diag at n = 128 is the recursion's within 4 SE (its O(1/n) bias,
+    ≈ 2/128 from the smoke fit's slope, is under 1 SE there), and the seed SD falls like n^-1/2:
+    SD(128)/SD(32) = 0.5 expected; each log SD of 16 draws has SE ≈ 1/√30, so the log ratio is
+    within ±0.7 (2.7 of its SE) of log 0.5, i.e. the ratio in [0.25, 1]."""
+    cfg = config.load(SMOKE, ["seeds=16"])
+    task = build_task(cfg, key=run_keys(cfg)["task"])
+    L, blocks = 2, (2,)
+    ref = min_eig(np.asarray(_reference_phi(cfg, task, L)))["rel"]
+    fcfg = dataclasses.replace(cfg, kind="finite")
+    means, sds = [], []
+    for n in (32, 128):
+        _, models, _ = finite_ensemble(fcfg, task, width=n, depth=L)
+        grams = eqx.filter_jit(
+            eqx.filter_vmap(
+                lambda m: gram_matrices(m, task.x_train, blocks)["phi_gram"],
+                in_axes=eqx.if_array(0),
+            )
+        )(models)
+        x = min_eig(np.asarray(grams))["rel"][:, 0]  # (16,)
+        means.append(x.mean())
+        sds.append(x.std(ddof=1))
+    assert abs(means[-1] - ref) < 4 * sds[-1] / 4, (means, ref, sds)  # SE = SD/√16
+    assert 0.25 <= sds[1] / sds[0] <= 1.0, sds
+
+
+def _reference_phi(cfg, task, L):
+    kx = jnp.asarray(task.x_train @ task.x_train.T) / task.in_dim
+    return init_kernels(build_param(cfg), build_activation(cfg), kx, L).Phi[L]
 
 
 @pytest.mark.parametrize(
