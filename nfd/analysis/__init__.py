@@ -12,6 +12,7 @@ from ._gia import gia_summary as gia_summary
 from ._gia_limit import gia_limit_summary as gia_limit_summary
 from ._kernels import kernel_distance as kernel_distance
 from ._kernels import kernel_summary as kernel_summary
+from ._nondegeneracy import nondegeneracy_summary as nondegeneracy_summary
 from ._scaling import saturation_depth as saturation_depth
 from ._scaling import saturation_width as saturation_width
 from ._scaling import scaling_summary as scaling_summary

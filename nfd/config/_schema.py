@@ -14,6 +14,7 @@ from ._decoupling import DecouplingConfig
 from ._gia import GiaConfig
 from ._gia_limit import GiaLimitConfig
 from ._limits import LIMITS, limit_key, limit_methods
+from ._nondegeneracy import NondegeneracyConfig, check_nondegeneracy
 from ._schema_base import ConfigError as ConfigError
 from ._schema_base import positive as _positive
 from ._transfer import TransferConfig
@@ -245,7 +246,15 @@ class Config:
 
     task: TaskConfig
     kind: Literal[
-        "finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer", "decoupling"
+        "finite",
+        "limit",
+        "demo",
+        "sweep",
+        "gia",
+        "gia_limit",
+        "transfer",
+        "decoupling",
+        "nondegeneracy",
     ] = "finite"
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
@@ -263,6 +272,7 @@ class Config:
     gia_limit: GiaLimitConfig = dataclasses.field(default_factory=GiaLimitConfig)
     transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
     decoupling: DecouplingConfig = dataclasses.field(default_factory=DecouplingConfig)
+    nondegeneracy: NondegeneracyConfig = dataclasses.field(default_factory=NondegeneracyConfig)
 
     def __post_init__(self):
         _positive("seeds", self.seeds, integer=True)
@@ -289,6 +299,8 @@ class Config:
                 f"{self.optim.batch_size} exceeds task.n_train = {self.task.n_train}",
                 "0 (full batch) or at most task.n_train",
             )
+        if self.kind == "nondegeneracy":
+            check_nondegeneracy(self)
 
     def _check_limit(self) -> None:
         if self.optim.name != "sgd":
@@ -348,6 +360,7 @@ KIND_TABLES: dict[str, str] = {
     "gia_limit": "gia_limit",
     "transfer": "transfer",
     "decoupling": "decoupling",
+    "nondegeneracy": "nondegeneracy",
 }
 
 TABLES: dict[str, type] = {
@@ -362,4 +375,5 @@ TABLES: dict[str, type] = {
     "gia_limit": GiaLimitConfig,
     "transfer": TransferConfig,
     "decoupling": DecouplingConfig,
+    "nondegeneracy": NondegeneracyConfig,
 }

@@ -14,6 +14,7 @@ from ._gia_limit import run_gia_limit as run_gia_limit
 from ._gia_members import InitCouplingResult as InitCouplingResult
 from ._gia_members import init_coupling as init_coupling
 from ._limit import run_limit as run_limit
+from ._nondegeneracy import run_nondegeneracy as run_nondegeneracy
 from ._sweep import SweepResult as SweepResult
 from ._sweep import run_limits as run_limits
 from ._sweep import run_sweep as run_sweep

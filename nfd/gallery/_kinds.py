@@ -23,6 +23,7 @@ from ..experiments import (
     run_gia,
     run_gia_limit,
     run_limit,
+    run_nondegeneracy,
     run_sweep,
     run_transfer,
     sweep_arrays,
@@ -285,6 +286,18 @@ def _decoupling_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
     return Outcome(arrays=arrays, meta=meta, all_failed=bool(np.all(status != 0)))
 
 
+# -- kind = "nondegeneracy" ---------------------------------------------------------------------
+def _nondegeneracy_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    arrays = run_nondegeneracy(cfg, progress=progress)
+    diverged = np.asarray(arrays["diverged"], bool)
+    meta = {
+        "timings": {"wall_s": time.perf_counter() - t0},
+        "diverged_members": int(np.sum(diverged)),
+    }
+    return Outcome(arrays=arrays, meta=meta, all_failed=bool(np.all(diverged)))
+
+
 # config kind -> its experiment
 KINDS: dict[str, Experiment] = {
     "finite": Experiment(
@@ -330,6 +343,12 @@ KINDS: dict[str, Experiment] = {
         analyse=lambda run: analysis.decoupling_summary(run.arrays),
         figures=plots.decoupling_figures,
         report=reports.decoupling_report,
+    ),
+    "nondegeneracy": Experiment(
+        run=_nondegeneracy_run,
+        analyse=lambda run: analysis.nondegeneracy_summary(run.arrays),
+        figures=plots.nondegeneracy_figures,
+        report=lambda run, summary: reports.nondegeneracy_report(summary),
     ),
 }
 

@@ -5,6 +5,7 @@ dashed, legends outside the data."""
 from ._decoupling import decoupling_figures as decoupling_figures
 from ._gia import gia_figures as gia_figures
 from ._gia_limit import gia_limit_figures as gia_limit_figures
+from ._nondegeneracy import nondegeneracy_figures as nondegeneracy_figures
 from ._plots import demo_figure as demo_figure
 from ._plots import loss_figure as loss_figure
 from ._scaling import scaling_figure as scaling_figure
