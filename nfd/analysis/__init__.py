@@ -4,6 +4,7 @@ Pure numpy on the arrays an experiment returns (or a run saved); the reports put
 into words and the plots draw them. `_stats` holds the one copy of the shared statistics."""
 
 from ._curves import curves_summary as curves_summary
+from ._feature_norms import feature_norms_analysis as feature_norms_analysis
 from ._gia import gia_summary as gia_summary
 from ._gia_limit import gia_limit_summary as gia_limit_summary
 from ._kernels import kernel_distance as kernel_distance

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Literal
 
+from ._feature_norms import FeatureNormsConfig
 from ._gia import GiaConfig
 from ._gia_limit import GiaLimitConfig
 from ._limits import LIMITS, limit_key, limit_methods
@@ -231,7 +232,9 @@ class Config:
     """A whole run: top-level keys and one dataclass per table."""
 
     task: TaskConfig
-    kind: Literal["finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer"] = "finite"
+    kind: Literal[
+        "finite", "limit", "demo", "sweep", "gia", "gia_limit", "transfer", "feature_norms"
+    ] = "finite"
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
     precision: Literal["float32", "float64"] = "float32"  # dtype of the whole run
@@ -247,6 +250,7 @@ class Config:
     gia: GiaConfig = dataclasses.field(default_factory=GiaConfig)
     gia_limit: GiaLimitConfig = dataclasses.field(default_factory=GiaLimitConfig)
     transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
+    feature_norms: FeatureNormsConfig = dataclasses.field(default_factory=FeatureNormsConfig)
 
     def __post_init__(self):
         _positive("seeds", self.seeds, integer=True)
@@ -256,6 +260,12 @@ class Config:
                 "optim.first_layer_lr_exponent",
                 f"must be 0 for one_layer blocks, got {self.optim.first_layer_lr_exponent}",
                 "set model.block = 'two_layer' to use it",
+            )
+        if self.kind == "feature_norms" and self.model.block != "one_layer":
+            raise ConfigError(
+                "model.block",
+                f"feature_norms compares one-layer blocks (T10), got {self.model.block!r}",
+                "'one_layer'",
             )
         if self.kind == "sweep" and self.sweep.extrapolate_layers:
             self._check_extrapolate_layers()
@@ -321,6 +331,7 @@ KIND_TABLES: dict[str, str] = {
     "gia": "gia",
     "gia_limit": "gia_limit",
     "transfer": "transfer",
+    "feature_norms": "feature_norms",
 }
 
 TABLES: dict[str, type] = {
@@ -334,4 +345,5 @@ TABLES: dict[str, type] = {
     "gia": GiaConfig,
     "gia_limit": GiaLimitConfig,
     "transfer": TransferConfig,
+    "feature_norms": FeatureNormsConfig,
 }

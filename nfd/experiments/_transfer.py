@@ -33,6 +33,7 @@ from ..limit import init_kernels
 from ..model import empirical_ntk_parts
 from ._finite import finite_ensemble, run_finite
 from ._limit import run_limit
+from ._norms import feature_norms, form_cfg, init_norm_ref
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -241,27 +242,21 @@ def _w1_kernels(cfg: Config, task, vs) -> dict[str, np.ndarray]:
 
 def _t10(cfg: Config, task, progress) -> dict[str, np.ndarray]:
     """T10 at initialisation (``transfer.init_seeds`` networks), ReLU one-layer blocks, largest
-    width: mean squared feature at
-    τ ∈ TAUS, pre-activation (``H(τ)_μμ``; reference: the n = ∞ recursion at K = L) and
-    post-activation (``h ← φ(h + b W h/√n)``, which grows with L)."""
+    width: mean squared feature at τ ∈ TAUS, pre-activation (``H(τ)_μμ``; reference: the n = ∞
+    recursion at K = L, `init_norm_ref`) and post-activation (``h ← φ(h + b W h/√n)``, which
+    grows with L); the runs are `nfd.experiments._norms`'s, as in ``kind = "feature_norms"``."""
     tr = cfg.transfer
     J, S = len(tr.depths), tr.init_seeds
     width = max(tr.widths)
     pre = np.full((J, S, len(TAUS)), np.nan)
     post = np.full((J, S, len(TAUS)), np.nan)
     ref = np.full((J, len(TAUS)), np.nan)
-    kx = jnp.asarray(task.x_train @ task.x_train.T) / task.in_dim
-    relu = _variant_cfg(cfg, "sgd", "one_layer", 0.0, activation="relu")
-    relu = dataclasses.replace(relu, seeds=S, optim=dataclasses.replace(relu.optim, steps=0))
+    relu = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, activation="relu"))
     for j, L in enumerate(tr.depths):
         idx = [int(round(t * L)) for t in TAUS]
         for post_act, target in ((False, pre), (True, post)):
-            vcfg = dataclasses.replace(
-                relu, model=dataclasses.replace(relu.model, post_activation=post_act)
-            )
-            res = run_finite(vcfg, width=width, depth=L, task=task, progress=False)
-            target[j] = np.asarray(res.h_rms)[:, 0][:, idx] ** 2
-        kern = init_kernels(build_param(relu), build_activation(relu), kx, L)
-        diag = np.asarray(jnp.diagonal(kern.H, axis1=1, axis2=2)).mean(axis=1)  # (L+1,)
-        ref[j] = diag[idx]
+            vcfg = form_cfg(relu, post_activation=post_act, seeds=S, steps=0)
+            _, norm2 = feature_norms(vcfg, task, width=width, depth=L)
+            target[j] = norm2[:, 0][:, idx]
+        ref[j] = init_norm_ref(relu, task.x_train, L)[idx]
     return {"t10_pre": pre, "t10_post": post, "t10_ref": ref, "taus": np.asarray(TAUS)}

@@ -18,6 +18,7 @@ from ..experiments import (
     SweepResult,
     limit_method,
     run_demo,
+    run_feature_norms,
     run_finite,
     run_gia,
     run_gia_limit,
@@ -264,6 +265,18 @@ def _transfer_summary(run: Run) -> dict:
     return analysis.transfer_analysis(run.arrays, run.config.transfer.optimizers)
 
 
+# -- kind = "feature_norms" --------------------------------------------------------------------
+def _feature_norms_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    arrays = run_feature_norms(cfg, progress=progress)
+    finite = np.isfinite(arrays["norm2_pre"][:, :, -1, 0])
+    meta = {
+        "timings": {"wall_s": time.perf_counter() - t0},
+        "limit_skipped": str(arrays["limit_skipped"][0]),
+    }
+    return Outcome(arrays=arrays, meta=meta, all_failed=bool(not np.any(finite)))
+
+
 # config kind -> its experiment
 KINDS: dict[str, Experiment] = {
     "finite": Experiment(
@@ -303,6 +316,12 @@ KINDS: dict[str, Experiment] = {
         analyse=_transfer_summary,
         figures=plots.transfer_figures,
         report=reports.transfer_report,
+    ),
+    "feature_norms": Experiment(
+        run=_feature_norms_run,
+        analyse=lambda run: analysis.feature_norms_analysis(run.arrays),
+        figures=plots.feature_norms_figures,
+        report=reports.feature_norms_report,
     ),
 }
 

@@ -2,6 +2,7 @@
 compute. One house look (`_style`): a colour-blind-safe palette without yellow, the limit black and
 dashed, legends outside the data."""
 
+from ._feature_norms import feature_norms_figures as feature_norms_figures
 from ._gia import gia_figures as gia_figures
 from ._gia_limit import gia_limit_figures as gia_limit_figures
 from ._plots import demo_figure as demo_figure
