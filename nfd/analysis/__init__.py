@@ -8,6 +8,7 @@ from ._decoupling import decoupling_summary as decoupling_summary
 from ._decoupling import gap_fit as gap_fit
 from ._decoupling import gap_verdict as gap_verdict
 from ._decoupling import paired_gaps as paired_gaps
+from ._feature_norms import feature_norms_analysis as feature_norms_analysis
 from ._gia import gia_summary as gia_summary
 from ._gia_limit import gia_limit_summary as gia_limit_summary
 from ._kernels import kernel_distance as kernel_distance

@@ -3,11 +3,12 @@
 one-step coordinate check (T8) and first-layer collapse (T9) at each optimizer's collapse η0, the
 T10 control, and the seed means ± SE that the figures draw (`transfer_analysis`)."""
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from ..experiments._transfer import variant_label
+from ..experiments._transfer_variants import variant_label
 from ._stats import finite_mean_se, log_slope, log_slope_se, mean_se, wls
 
 
@@ -165,10 +166,14 @@ def coordinate_check(arrays: dict, optimizers, labels, tol: float = 0.1) -> list
 
 def collapse_check(arrays: dict, optimizers, labels, tol: float = 0.1) -> list[dict]:
     """T9 per two-layer variant and optimizer (collapse η0, largest width): the L-slope of rms
-    ``δz^own`` (finite, and the limit at K = L for SGD) against ``a − 1/2``, and of ``K_W1``
-    (n = ∞ recursion) against ``a``; the finite ``K_W1``'s largest |z| against the recursion."""
+    ``δz^own`` (finite, and the limit at K = L for SGD) against its expected slope (``a − 1/2``
+    under depth-μP, 0 with CompleteP's 1/L branch, ``a`` under μP: `expected_dz_slopes`), and of
+    ``K_W1`` (n = ∞ recursion, depth-μP only: NaN otherwise) against ``a``; the finite
+    ``K_W1``'s largest |z| against the recursion."""
     rows = []
     depths = arrays["depths"]
+    expected = expected_dz_slopes(arrays)
+    params = params_of(arrays)
     for o, opt in enumerate(optimizers):
         dz = at_collapse_lr(arrays, "dz_own", o)  # (V, I, J, S)
         ldz = at_collapse_lr(arrays, "limit_dz_own", o)  # (V, J, S)
@@ -180,18 +185,21 @@ def collapse_check(arrays: dict, optimizers, labels, tol: float = 0.1) -> list[d
             lim, lse = _seed_slope(depths, ldz[v])
             kw, _ = log_slope(depths, arrays["k_w1"][v])
             kf, kse = mean_se(arrays["k_w1_finite"][v], axis=-1)  # (I, J)
-            with np.errstate(invalid="ignore", divide="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: not depth-μP
                 z = (kf - arrays["k_w1"][v][None]) / kse
             rows.append(
                 {
                     "optimizer": opt,
                     "variant": label,
                     "a": a,
+                    "param": params[v],
+                    "expected": float(expected[v]),
                     "dz_slope": fin,
                     "dz_slope_se": fse,
                     "limit_dz_slope": lim,
                     "limit_dz_slope_se": lse,
-                    "dz_ok": bool(np.isfinite(fin) and abs(fin - (a - 0.5)) <= tol),
+                    "dz_ok": bool(np.isfinite(fin) and abs(fin - expected[v]) <= tol),
                     "k_w1_slope": kw,
                     "k_w1_ok": bool(np.isfinite(kw) and abs(kw - a) <= tol),
                     "k_w1_max_z": float(np.nanmax(np.abs(z))) if np.any(np.isfinite(z)) else np.nan,
@@ -212,11 +220,25 @@ def t10_check(arrays: dict) -> dict[str, np.ndarray]:
     return {"pre": pre, "pre_se": pse, "post": post, "ref": ref, "z_ref": z_ref, "z_lim": z_lim}
 
 
+def params_of(arrays: dict) -> list[str]:
+    """Each variant's parameterization (a run saved before `transfer.params`: depth-μP)."""
+    V = len(arrays["exponents"])
+    return [str(p) for p in arrays["params"]] if "params" in arrays else ["depth_mup"] * V
+
+
+def expected_dz_slopes(arrays: dict) -> np.ndarray:
+    """The expected L-slope of δz^own per variant (`nfd.experiments._transfer_variants.dz_expected`;
+    a run saved before it: depth-μP's ``a − ½``)."""
+    if "dz_expected" in arrays:
+        return np.asarray(arrays["dz_expected"], float)
+    return np.asarray(arrays["exponents"], float) - 0.5
+
+
 def labels_of(arrays: dict) -> list[str]:
     """The variant labels of a transfer run (`variant_label`), from its saved arrays."""
     return [
-        variant_label("two_layer" if t else "one_layer", float(x))
-        for t, x in zip(arrays["two_layer"], arrays["exponents"], strict=True)
+        variant_label("two_layer" if t else "one_layer", float(x), p)
+        for t, x, p in zip(arrays["two_layer"], arrays["exponents"], params_of(arrays), strict=True)
     ]
 
 

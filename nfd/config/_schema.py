@@ -11,6 +11,7 @@ import math
 from typing import Literal
 
 from ._decoupling import DecouplingConfig
+from ._feature_norms import FeatureNormsConfig
 from ._gia import GiaConfig
 from ._gia_limit import GiaLimitConfig
 from ._limits import LIMITS, limit_key, limit_methods
@@ -255,6 +256,7 @@ class Config:
         "transfer",
         "decoupling",
         "nondegeneracy",
+        "feature_norms",
     ] = "finite"
     seed: int = 0  # initialisation and batch-sequence seed
     seeds: int = 1  # E: ensemble members (independent initialisations, one compiled computation)
@@ -273,6 +275,7 @@ class Config:
     transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
     decoupling: DecouplingConfig = dataclasses.field(default_factory=DecouplingConfig)
     nondegeneracy: NondegeneracyConfig = dataclasses.field(default_factory=NondegeneracyConfig)
+    feature_norms: FeatureNormsConfig = dataclasses.field(default_factory=FeatureNormsConfig)
 
     def __post_init__(self):
         _positive("seeds", self.seeds, integer=True)
@@ -282,6 +285,12 @@ class Config:
                 "optim.first_layer_lr_exponent",
                 f"must be 0 for one_layer blocks, got {self.optim.first_layer_lr_exponent}",
                 "set model.block = 'two_layer' to use it",
+            )
+        if self.kind == "feature_norms" and self.model.block != "one_layer":
+            raise ConfigError(
+                "model.block",
+                f"feature_norms compares one-layer blocks (T10), got {self.model.block!r}",
+                "'one_layer'",
             )
         if self.kind == "sweep" and self.sweep.extrapolate_layers:
             self._check_extrapolate_layers()
@@ -361,6 +370,7 @@ KIND_TABLES: dict[str, str] = {
     "transfer": "transfer",
     "decoupling": "decoupling",
     "nondegeneracy": "nondegeneracy",
+    "feature_norms": "feature_norms",
 }
 
 TABLES: dict[str, type] = {
@@ -376,4 +386,5 @@ TABLES: dict[str, type] = {
     "transfer": TransferConfig,
     "decoupling": DecouplingConfig,
     "nondegeneracy": NondegeneracyConfig,
+    "feature_norms": FeatureNormsConfig,
 }

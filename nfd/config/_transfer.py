@@ -2,14 +2,20 @@
 
 Read by ``kind = "transfer"`` runs (`nfd.experiments.run_transfer`, registered in
 `nfd.gallery`). The grid is ``optimizers × variants × widths × depths × lrs``, with the ensemble
-of the top-level ``seeds``; a variant is the one-layer block or the two-layer block with W1's
-rate multiplied by ``L^a``.
+of the top-level ``seeds``; a variant is the one-layer block (under `model.param`) or a
+two-layer block under each parameterization of ``params``: with W1's rate multiplied by
+``L^a`` for every ``a`` of ``exponents`` (``depth_mup``, ``mup``), or once with CompleteP's
+``1/L`` branch (``completep``, arXiv 2505.01618 with α = 1; Zheng et al. arXiv 2603.00541).
+CompleteP takes ``a = 0`` only: its ``×L`` block rate already gives W1 an O(1) own update
+(δz^own ∝ L^0), and an extra ``L^a`` would make it grow like ``L^a``.
 """
 
 import dataclasses
 from typing import Literal
 
 from ._schema_base import ConfigError, positive
+
+PARAMS = "'depth_mup', 'completep' and/or 'mup'"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -22,6 +28,8 @@ class TransferConfig:
     adam_lrs: tuple[float, ...] = ()  # η0 grid for Adam (empty: `lrs`)
     one_layer: bool = True  # include the one-layer block
     exponents: tuple[float, ...] = (0.0, 0.5)  # two-layer variants: W1 rate × L^a
+    # parameterizations of the two-layer variants (completep: one variant, a = 0)
+    params: tuple[Literal["depth_mup", "completep", "mup"], ...] = ("depth_mup",)
     optimizers: tuple[Literal["sgd", "adam"], ...] = ("sgd", "adam")
     limit: bool = True  # overlay the limit's loss-vs-η0 curve (SGD variants, K = L)
     collapse: bool = True  # one-step δz^own vs L (finite at the largest width, and the limit)
@@ -54,7 +62,11 @@ class TransferConfig:
             raise ConfigError("transfer.optimizers", "must not be empty", "'sgd' and/or 'adam'")
         if len(set(self.optimizers)) != len(self.optimizers):
             raise ConfigError("transfer.optimizers", "lists one twice", "'sgd' and/or 'adam'")
-        if not self.one_layer and not self.exponents:
+        if not self.params:
+            raise ConfigError("transfer.params", "must not be empty", PARAMS)
+        if len(set(self.params)) != len(self.params):
+            raise ConfigError("transfer.params", "lists one twice", PARAMS)
+        if not self.one_layer and not self.exponents and "completep" not in self.params:
             raise ConfigError(
                 "transfer.exponents",
                 "is empty and transfer.one_layer = false: no variant to run",

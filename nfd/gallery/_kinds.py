@@ -19,6 +19,7 @@ from ..experiments import (
     limit_method,
     run_decoupling,
     run_demo,
+    run_feature_norms,
     run_finite,
     run_gia,
     run_gia_limit,
@@ -298,6 +299,18 @@ def _nondegeneracy_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
     return Outcome(arrays=arrays, meta=meta, all_failed=bool(np.all(diverged)))
 
 
+# -- kind = "feature_norms" --------------------------------------------------------------------
+def _feature_norms_run(cfg: Config, *, progress: bool | None = None) -> Outcome:
+    t0 = time.perf_counter()
+    arrays = run_feature_norms(cfg, progress=progress)
+    finite = np.isfinite(arrays["norm2_pre"][:, :, -1, 0])
+    meta = {
+        "timings": {"wall_s": time.perf_counter() - t0},
+        "limit_skipped": str(arrays["limit_skipped"][0]),
+    }
+    return Outcome(arrays=arrays, meta=meta, all_failed=bool(not np.any(finite)))
+
+
 # config kind -> its experiment
 KINDS: dict[str, Experiment] = {
     "finite": Experiment(
@@ -349,6 +362,12 @@ KINDS: dict[str, Experiment] = {
         analyse=lambda run: analysis.nondegeneracy_summary(run.arrays),
         figures=plots.nondegeneracy_figures,
         report=lambda run, summary: reports.nondegeneracy_report(summary),
+    ),
+    "feature_norms": Experiment(
+        run=_feature_norms_run,
+        analyse=lambda run: analysis.feature_norms_analysis(run.arrays),
+        figures=plots.feature_norms_figures,
+        report=reports.feature_norms_report,
     ),
 }
 

@@ -3,6 +3,7 @@ compute. One house look (`_style`): a colour-blind-safe palette without yellow, 
 dashed, legends outside the data."""
 
 from ._decoupling import decoupling_figures as decoupling_figures
+from ._feature_norms import feature_norms_figures as feature_norms_figures
 from ._gia import gia_figures as gia_figures
 from ._gia_limit import gia_limit_figures as gia_limit_figures
 from ._nondegeneracy import nondegeneracy_figures as nondegeneracy_figures

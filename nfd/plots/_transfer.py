@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..analysis._transfer import expected_dz_slopes
 from ..runs import Run
 from ._style import (
     LIMIT,
@@ -132,6 +133,7 @@ def _collapse_series(axes, a, curves: Mapping, k_w1: tuple, o: int, opt: str, la
     """One optimizer's series: the block update (every variant) and, per two-layer variant, W1's
     own update with its limit and slope ``a − ½`` guide, and (first optimizer) W1's NTK share."""
     depths = a["depths"]
+    expected = expected_dz_slopes(a)
     ls = "-" if opt == "sgd" else ":"
     for v, label in enumerate(labels):
         color = colour(v)
@@ -141,7 +143,6 @@ def _collapse_series(axes, a, curves: Mapping, k_w1: tuple, o: int, opt: str, la
         )
         if not a["two_layer"][v]:
             continue
-        x = float(a["exponents"][v])
         mean, se = curves["dz"][0][v], curves["dz"][1][v]
         axes[0].errorbar(
             depths, mean, se, color=color, ls=ls, marker="o", ms=3, label=f"{opt}, {label}"
@@ -150,7 +151,7 @@ def _collapse_series(axes, a, curves: Mapping, k_w1: tuple, o: int, opt: str, la
         if np.any(np.isfinite(lim)):
             axes[0].errorbar(depths, lim, lse, **THIN_LIMIT, marker="x", ms=5, mec=color)
         if np.isfinite(mean[0]):
-            ref = mean[0] * (depths / depths[0]) ** (x - 0.5)
+            ref = mean[0] * (depths / depths[0]) ** expected[v]
             axes[0].plot(depths, ref, color=color, lw=0.6, alpha=0.5)
         if o == 0:
             axes[1].plot(depths, a["k_w1"][v], **THIN_LIMIT, marker="D", ms=3, mfc=color, mec=color)
@@ -173,7 +174,7 @@ def collapse_figure(run: Run, summary: Mapping) -> Figure:
             _collapse_series(axes, a, per, curves["k_w1_finite"], o, opt, labels)
         lr = ", ".join(f"{o} η0={x:g}" for o, x in zip(opts, a["collapse_lr"], strict=True))
         axes[0].set_ylabel("rms δz^own after one step")
-        axes[0].set_title("solid: sgd, dotted: adam; thin: slope a − ½", fontsize=8)
+        axes[0].set_title("solid: sgd, dotted: adam; thin: expected slope", fontsize=8)
         axes[1].set_ylabel("K_W1 at t = 0 (mean diagonal)")
         axes[1].set_title("black dashed: n = ∞ recursion; dots: finite", fontsize=8)
         axes[2].set_ylabel("L × rms block update after one step")

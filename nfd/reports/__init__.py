@@ -1,6 +1,7 @@
 """Reports: summaries -> markdown. The prose is written from the numbers, never in advance."""
 
 from ._decoupling import decoupling_report as decoupling_report
+from ._feature_norms import feature_norms_report as feature_norms_report
 from ._format import SMOKE_BANNER as SMOKE_BANNER
 from ._format import UNDETERMINED as UNDETERMINED
 from ._gia import gia_report as gia_report

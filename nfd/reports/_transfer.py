@@ -35,6 +35,7 @@ def transfer_report(run: Any, summary: dict) -> str:
             f"{r['grid_steps']:.0f} | {'yes' if r['transfer'] else 'no'} | {r['verdict']} |"
         )
     lines += ["", "Transfer verdict (measured, this run):", *_verdicts(rows, opts, labels)]
+    lines += _remedies_md(rows, opts, labels)
     if "collapse" in summary:
         lines += _collapse_md(a, opts, summary)
     if "t10" in summary:
@@ -68,8 +69,8 @@ def _verdicts(rows: list[dict], opts, labels) -> list[str]:
             k: [lb for lb in labels if state[lb] == k]
             for k in ("transfers", "moves", "undetermined")
         }
-        two = [lb for lb in labels if lb.startswith("two-layer")]
-        fixed = [lb.split("a=")[1] for lb in two if state[lb] == "transfers"]
+        two = [lb for lb in labels if _exponent(lb) is not None]  # depth-μP, W1 rate × L^a
+        fixed = [str(_exponent(lb)) for lb in two if state[lb] == "transfers"]
         text = f"- {opt}: the argmin η0 stays within one grid step over L (bracketed) for "
         text += _names(group["transfers"]) if group["transfers"] else "no variant"
         if group["moves"]:
@@ -79,7 +80,7 @@ def _verdicts(rows: list[dict], opts, labels) -> list[str]:
                 f"; undetermined (an argmin at the grid's edge) for {_names(group['undetermined'])}"
             )
         if two:
-            base = [lb for lb in two if lb.split("a=")[1] == "0"]
+            base = [lb for lb in two if _exponent(lb) == "0"]
             others = [x for x in fixed if x != "0"]
             if base and state[base[0]] == "transfers":
                 text += ". Two-layer blocks transfer without the correction (a = 0)" + (
@@ -89,8 +90,50 @@ def _verdicts(rows: list[dict], opts, labels) -> list[str]:
                 text += f". Two-layer blocks: the correction L^a restores transfer for a ∈ {{{', '.join(fixed)}}}."
             else:
                 text += ". Two-layer blocks: no tested exponent a restores transfer in this run."
+        others = [lb for lb in labels if lb.startswith("two-layer") and lb not in two]
+        if others:
+            text += " Other remedies: " + "; ".join(f"`{lb}` {state[lb]}" for lb in others)
         out.append(text if text.endswith(".") else text + ".")
     return out
+
+
+def _exponent(label: str) -> str | None:
+    """The ``a`` of a depth-μP two-layer label (``two-layer, a=0.5``), else ``None``."""
+    if not label.startswith("two-layer, a=") or label.endswith("μP"):
+        return None
+    return label.split("a=")[1]
+
+
+def _remedies_md(rows: list[dict], opts, labels) -> list[str]:
+    """Per optimizer and two-layer variant (each a remedy of the first-layer collapse or its
+    absence), at the largest width: the argmin η0's slope in L (least squares and weighted),
+    the verdict and the best loss at the shallowest and deepest L."""
+    two = [lb for lb in labels if lb.startswith("two-layer")]
+    if not two:
+        return []
+    width = max(r["width"] for r in rows)
+    lines = [
+        "",
+        f"Remedies for two-layer blocks (n = {width}): argmin η0 slope d log η* / d log L and "
+        "best loss from the shallowest to the deepest L:",
+        "",
+        "| optimizer | remedy | argmin slope | weighted slope | verdict | best loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for opt in opts:
+        for lb in two:
+            (r,) = [
+                r
+                for r in rows
+                if r["optimizer"] == opt and r["variant"] == lb and r["width"] == width
+            ]
+            loss = r["best_loss"]
+            lines.append(
+                f"| {opt} | {lb} | {slope_text(r['slope'], r['slope_se'])} | "
+                f"{slope_text(r['weighted_slope'], r['weighted_slope_se'])} | {r['verdict']} | "
+                f"{loss[0]:.3g} → {loss[-1]:.3g} |"
+            )
+    return lines
 
 
 def _collapse_md(a: dict, opts, summary: dict) -> list[str]:
@@ -98,7 +141,8 @@ def _collapse_md(a: dict, opts, summary: dict) -> list[str]:
     lines = [
         "",
         f"First-layer collapse after one step ({lr}; largest width; §6, T9; expected "
-        "δz^own slope a − ½, K_W1 slope a):",
+        "δz^own slope a − ½ under depth-μP, 0 with the 1/L branch, a under μP; K_W1 slope a; "
+        "K_W1 and the limit exist for depth-μP variants only, n/a elsewhere):",
         "",
         "| optimizer | variant | δz^own slope (finite) | limit (K = L) | expected | ok | "
         "K_W1 slope (n = ∞) | finite K_W1: max abs z vs n = ∞ |",
@@ -107,8 +151,10 @@ def _collapse_md(a: dict, opts, summary: dict) -> list[str]:
     for r in summary["collapse"]:
         lines.append(
             f"| {r['optimizer']} | {r['variant']} | {slope_text(r['dz_slope'], r['dz_slope_se'])} | "
-            f"{slope_text(r['limit_dz_slope'], r['limit_dz_slope_se'])} | {r['a'] - 0.5:+.2f} | "
-            f"{'yes' if r['dz_ok'] else 'no'} | {r['k_w1_slope']:+.2f} | {r['k_w1_max_z']:.1f} |"
+            f"{slope_text(r['limit_dz_slope'], r['limit_dz_slope_se'])} | "
+            f"{r.get('expected', r['a'] - 0.5):+.2f} | {'yes' if r['dz_ok'] else 'no'} | "
+            f"{slope_text(r['k_w1_slope'], np.nan)} | "
+            f"{'n/a' if not np.isfinite(r['k_w1_max_z']) else format(r['k_w1_max_z'], '.1f')} |"
         )
     lines += [
         "",
