@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := $(wildcard nfd tests scripts notebooks)
 
-.PHONY: install demo test test-slow test-all lint format bench figures figures-full clean
+.PHONY: install demo test test-slow test-all lint format bench figures figures-full figures-gpu clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ figures: $(STAMP)
 # full size (a long CPU run or a GPU); README's gallery shows these (docs/figures)
 figures-full: $(STAMP)
 	$(BIN)/nfd figures --full --out figures/full
+
+# the paper's sizes (configs/figures/gpu: <= 10 minutes each on one H100)
+figures-gpu: $(STAMP)
+	$(BIN)/nfd figures --gpu --out figures/gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results

@@ -137,13 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     figures = sub.add_parser(
         "figures", help="regenerate every figure of the project (configs/figures; smoke size)"
     )
-    figures.add_argument("--full", action="store_true", help="full size (long CPU run or a GPU)")
-    figures.add_argument(
-        "--out", type=pathlib.Path, default=pathlib.Path("figures"), help="output folder"
-    )
-    figures.add_argument(
-        "--only", action="append", default=[], metavar="NAME", help="one config's figures"
-    )
+    size = figures.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="CPU full size (docs/figures)")
+    size.add_argument("--gpu", action="store_true", help="the paper's sizes, for one GPU")
+    figures.add_argument("--out", type=pathlib.Path, default=pathlib.Path("figures"))
+    figures.add_argument("--only", action="append", default=[], metavar="NAME")
     _add_common(figures)
     return parser
 
@@ -223,7 +221,7 @@ def _figures(args) -> int:
 
     index = make_figures(
         args.out,
-        full=args.full,
+        size="gpu" if args.gpu else "full" if args.full else "smoke",
         only=args.only,
         overrides=args.overrides,
         progress=None if not args.quiet else False,

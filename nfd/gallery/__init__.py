@@ -9,8 +9,10 @@ summarises the *saved* run (`nfd.analysis`); ``figures(run, summary)`` draws nam
 imports this module back but the command line, the scripts and the notebooks.
 
 The gallery is the set of configs under ``configs/figures/smoke`` (minutes on 2 CPU cores; run by
-the test suite) and ``configs/figures/full`` (a long CPU run or a GPU): ``nfd figures [--full]``
-runs each config and collects its figures and report into one folder with an ``index.md``.
+the test suite), ``configs/figures/full`` (the CPU size of docs/figures: minutes each on 2 cores)
+and ``configs/figures/gpu`` (the paper's sizes, ≤ 10 minutes each on one H100):
+``nfd figures [--full | --gpu]`` runs each config and collects its figures and report into one
+folder with an ``index.md``.
 """
 
 import pathlib
@@ -33,9 +35,18 @@ from ._run import run_experiment as run_experiment
 CONFIGS = packaged_configs() / "figures"
 
 
-def gallery_configs(full: bool = False, root: pathlib.Path | None = None) -> list[pathlib.Path]:
-    """The gallery's config files, sorted by name (smoke size unless ``full``)."""
-    folder = (CONFIGS if root is None else root) / ("full" if full else "smoke")
+SIZES = ("smoke", "full", "gpu")
+
+
+def gallery_configs(
+    full: bool = False, root: pathlib.Path | None = None, *, size: str | None = None
+) -> list[pathlib.Path]:
+    """The gallery's config files of one size (`SIZES`; ``full=True`` is ``size="full"``),
+    sorted by name."""
+    size = size or ("full" if full else "smoke")
+    if size not in SIZES:
+        raise ConfigError("figures", f"unknown size {size!r}", ", ".join(SIZES))
+    folder = (CONFIGS if root is None else root) / size
     if not folder.is_dir():
         raise ConfigError("figures", f"no config folder {str(folder)!r}", "configs/figures/...")
     return sorted(folder.glob("*.toml"))
@@ -45,6 +56,7 @@ def make_figures(
     out: pathlib.Path,
     *,
     full: bool = False,
+    size: str | None = None,
     only: Sequence[str] = (),
     overrides: Sequence[str] = (),
     progress: bool | None = None,
@@ -59,7 +71,8 @@ def make_figures(
     continues from there the next time (same config). Its figures are copied to
     ``out/<name>-<figure>.<format>``. Returns the index file.
     """
-    paths = gallery_configs(full, root)
+    size = size or ("full" if full else "smoke")
+    paths = gallery_configs(root=root, size=size)
     if only:
         names = {p.stem for p in paths}
         unknown = sorted(set(only) - names)
@@ -69,8 +82,8 @@ def make_figures(
     configs = {path.stem: load(path, overrides) for path in paths}  # every config checked first
     check_out(out, replace=True, key="--out")
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# nfd figures ({'full' if full else 'smoke'} size)\n"]
-    if not full:
+    lines = [f"# nfd figures ({size} size)\n"]
+    if size == "smoke":
         lines.append(reports.SMOKE_BANNER + "\n")
     for name, cfg in configs.items():
         t0 = time.perf_counter()
@@ -81,11 +94,11 @@ def make_figures(
             formats=formats,
             work=out / "runs" / f".{name}.partial",
             checkpoint_every=checkpoint_every,
-            size="full" if full else "smoke",
+            size=size,
         )
         wall = time.perf_counter() - t0
-        size = "--full " if full else ""
-        lines.append(f"## {name}\n\n`nfd figures {size}--only {name}` ({wall:.0f} s)\n")
+        flag = "" if size == "smoke" else f"--{size} "
+        lines.append(f"## {name}\n\n`nfd figures {flag}--only {name}` ({wall:.0f} s)\n")
         for fig in sorted(f for fmt in formats for f in run_dir.glob(f"*.{fmt}")):
             target = out / f"{name}-{fig.name}"
             shutil.copyfile(fig, target)

@@ -227,7 +227,7 @@ def test_sweep_limit_loss_at_k_equal_l_is_a_separate_limit_run(smoke_run, tmp_pa
 
 def test_gpu_config_limit_fits_one_h100():
     """The GPU config's header: its largest limit repetition (L = 64, K = 2L = 128, M = 4096) fits
-    the 0.8 × 78 GiB an H100 run may plan with (`estimate_memory`, one repetition per chunk), and
+    the 0.8 × 78 GiB an H100 run may plan with (`estimate_memory`; 0.9 since the estimate follows XLA), and
     the limit's cost over all depths at K = L and 2L is the stated ≈ 190 TFLOP (within 10%)."""
     cfg = config.load(ROOT / "configs/figures/gpu/scaling.toml")
     task = build_task(cfg, key=run_keys(cfg)["task"])

@@ -51,6 +51,19 @@ def test_figures_cli_errors_exit_2(root, tmp_path, capsys, monkeypatch):
     assert "error: figures: no config folder" in capsys.readouterr().err
 
 
+def test_gpu_configs_load_and_size_errors_exit_2(tmp_path, capsys):
+    """Every GPU config is a valid config (checked as `nfd figures --gpu` checks them, before
+    computing); an unknown size is a one-line error."""
+    from nfd import config
+
+    paths = gallery.gallery_configs(size="gpu")
+    assert {p.stem for p in paths} >= {"decoupling", "nondegeneracy", "scaling"}
+    for path in paths:
+        config.load(path)
+    with pytest.raises(config.ConfigError, match="unknown size 'huge'"):
+        gallery.gallery_configs(size="huge")
+
+
 def test_gallery_folders_hold_the_same_figures():
     """Every smoke config has its full-size twin (the README gallery shows the full ones)."""
     smoke = {p.name for p in gallery.gallery_configs(full=False)}
