@@ -124,7 +124,7 @@ def test_existing_output_directory_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --out:")
 
 
-@pytest.mark.parametrize("name", ["digits", "mnist1d"])
+@pytest.mark.parametrize("name", ["digits", pytest.param("mnist1d", marks=pytest.mark.slow)])
 def test_classification_tasks_run(tmp_path, name, capsys):
     out = tmp_path / name
     rc = main(

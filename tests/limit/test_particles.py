@@ -34,6 +34,11 @@ IDENTITY_CASES = [
     for backward in (nfd.ReusedWeights(), nfd.DecoupledWeights())
     for block, batch_size in (("one_layer", 0), ("one_layer", 4), ("two_layer", 4))
 ] + [("two_layer", nfd.ReusedWeights(), 0, CrossEntropy())]
+# the default tier keeps one case per block and backward mode (the rest run with -m slow)
+IDENTITY_CASES = [
+    pytest.param(*case, marks=() if i in (0, 4, 5) else pytest.mark.slow)
+    for i, case in enumerate(IDENTITY_CASES)
+]
 
 
 @pytest.mark.parametrize("block,backward,batch_size,loss", IDENTITY_CASES)
@@ -111,7 +116,7 @@ def test_matrix_particles_with_finite_weights_are_the_finite_network(
         assert lim.dz_own is None
 
 
-@pytest.mark.parametrize("block", ["one_layer", "two_layer"])
+@pytest.mark.parametrize("block", [pytest.param("one_layer", marks=pytest.mark.slow), "two_layer"])
 def test_ntk_readout_is_kernel_descent_with_the_fields_own_ntk(block):
     """P1 at M = n, K = L: f(t+1) = f(t) + η0 Θ(t) c(t) with Θ the network's empirical NTK, while
     the network itself is trained with the error signal of the P1 predictions (§3.3, §4.1);
@@ -269,6 +274,7 @@ def test_lazy_limit_is_kernel_gradient_descent(coupling, readout, kernel):
     )
 
 
+@pytest.mark.slow  # ~40 s of CPU (the default tier's budget); T7's 1/n rate runs in test_sweep
 def test_particle_error_has_slope_minus_half_in_m():
     """T5a: the RMS error of the particle Θ(0) against the recursion falls like M^{-1/2}, slope
     −0.5 ± 0.1 (docs/math's tolerance). Measured spread of the fitted slope over 8 independent
@@ -347,7 +353,9 @@ def test_cross_entropy_and_multiple_outputs_match_finite_network():
     np.testing.assert_allclose(fin.f_train, lim.f_train, rtol=1e-8, atol=1e-11)
 
 
-@pytest.mark.parametrize("K", [1, 4, 16])
+@pytest.mark.parametrize(
+    "K", [pytest.param(1, marks=pytest.mark.slow), 4, pytest.param(16, marks=pytest.mark.slow)]
+)
 def test_linear_first_step_decoupled_ratio(K):
     """T3: for linear nets tr Θ̃(0)/tr Θ(0) = 2q/(1+2q), q = 1 + 1/K (mode B read out by P2 moves
     with Θ̃; mode A with Θ); within 4 SE over repetitions, the two modes drawn independently."""
