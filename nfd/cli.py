@@ -48,14 +48,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="override a config key, e.g. model.width=512",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--format",
-        dest="formats",
-        action="append",
-        choices=("png", "pdf", "svg"),
-        default=None,
-        help="figure format (repeat for several; default png)",
-    )
+    _add_format(p)
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    help_ = "figure format (repeat for several; default png)"
+    formats = ("png", "pdf", "svg")
+    p.add_argument("--format", dest="formats", action="append", choices=formats, help=help_)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -115,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--config", type=pathlib.Path, default=None, help="demo config (default: the packaged one)"
     )
+    run.add_argument("--dry-run", action="store_true", help="print memory and cost; run nothing")
+    run.add_argument("--memory", default=None, help="--dry-run for a machine of this size (80GiB)")
     run.add_argument(
         "--cell",
         default=None,
@@ -126,14 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         _add_run_options(p)
     merge = sub.add_parser("merge", help="assemble a sweep run as --cell tasks into its DIR")
     merge.add_argument("run_dir", type=pathlib.Path)
-    merge.add_argument(
-        "--format", dest="formats", action="append", choices=("png", "pdf", "svg"), default=None
-    )
+    _add_format(merge)
     plot = sub.add_parser("plot", help="re-plot a saved run (no recomputation)")
     plot.add_argument("run_dir", type=pathlib.Path)
-    plot.add_argument(
-        "--format", dest="formats", action="append", choices=("png", "pdf", "svg"), default=None
-    )
+    _add_format(plot)
     figures = sub.add_parser(
         "figures", help="regenerate every figure of the project (configs/figures; smoke size)"
     )
@@ -190,6 +187,11 @@ def _run(args) -> int:
     if getattr(args, "cell", None) is not None or _part_cell(args.resume) is not None:
         return _run_cell(args)
     cfg, out, resume = _load(args)
+    if args.dry_run or args.memory is not None:  # --memory implies --dry-run
+        from .experiments import dry_run
+
+        print("\n".join(dry_run(cfg, memory=args.memory)))
+        return EXIT["ok"]
     if args.checkpoint_every < 0:
         raise ConfigError("--checkpoint-every", "must be >= 0", "seconds, 0 for every step")
     run_dir, all_failed = run_experiment(

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 
 def _matrix_particles(cfg: "Config", **common: Any) -> AbstractDynamics:
-    return MatrixParticles(num_particles=cfg.limit.particles, **common)
+    # "auto" starts stored; `nfd.experiments` switches to lean when the ensemble does not fit
+    store = cfg.limit.storage != "lean"
+    return MatrixParticles(num_particles=cfg.limit.particles, store_noise=store, **common)
 
 
 def _cholesky_particles(cfg: "Config", **common: Any) -> AbstractDynamics:

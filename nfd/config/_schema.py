@@ -146,6 +146,11 @@ class LimitConfig:
     readout: Literal["ntk", "features"] = "features"  # P1 | P2
     method: str = "particles"  # a name registered in `nfd.config._limits.LIMITS`
     noise: Literal["matrix", "cholesky"] = "matrix"
+    # random-matrix particles: keep W_k (and W̃_k) in memory ("stored"), regenerate them from
+    # per-layer keys ("lean": about half the memory in mode A, a quarter in mode B, one more
+    # M² draw per layer step), or let the memory plan choose ("auto": stored when the ensemble
+    # fits in one batch, else lean)
+    storage: Literal["auto", "stored", "lean"] = "auto"
     # the kernel fixed point's iteration (limit.method = "kernel" only; docs/math §4.3)
     damping: float = 0.7  # λ in X ← (1 − λ) X + λ X_new, in (0, 1]
     tol: float = 1e-4  # stop when the max relative change of the kernels is below this
@@ -159,6 +164,12 @@ class LimitConfig:
             raise ConfigError("limit.method", f"invalid value {self.method!r}", allowed)
         _positive("limit.particles", self.particles, integer=True)
         _positive("limit.layer_steps", self.layer_steps, strict=False, integer=True)
+        if self.storage != "auto" and limit_key(self.method, self.noise) != "particles/matrix":
+            raise ConfigError(
+                "limit.storage",
+                f"is read only by random-matrix particles, this config has {self.method!r}",
+                "'auto', or limit.method = 'particles' with noise = 'matrix'",
+            )
         if self.noise == "cholesky" and self.coupling == "exact":
             raise ConfigError(
                 "limit.noise",
@@ -291,6 +302,13 @@ class Config:
                 "model.block",
                 f"feature_norms compares one-layer blocks (T10), got {self.model.block!r}",
                 "'one_layer'",
+            )
+        if self.kind in ("sweep", "gia") and self.limit.storage == "lean":
+            raise ConfigError(
+                "limit.storage",
+                f"'lean' cannot be used by kind = {self.kind!r}: it couples the modes' and depths' "
+                "particles by editing their stored matrices",
+                "'auto' or 'stored'",
             )
         if self.kind == "sweep" and self.sweep.extrapolate_layers:
             self._check_extrapolate_layers()

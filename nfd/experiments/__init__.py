@@ -6,6 +6,8 @@ Their analysis is `nfd.analysis`, their words `nfd.reports`, their figures `nfd.
 from ._decoupling import run_decoupling as run_decoupling
 from ._demo import DemoResult as DemoResult
 from ._demo import run_demo as run_demo
+from ._dry_run import dry_run as dry_run
+from ._dry_run import parse_bytes as parse_bytes
 from ._feature_norms import run_feature_norms as run_feature_norms
 from ._finite import member_grid as member_grid
 from ._finite import run_finite as run_finite

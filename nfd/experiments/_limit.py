@@ -18,7 +18,7 @@ from ..config import (
 from ..dynamics import Points, Trajectory, evolve
 from ..tasks import Task
 from ._finite import member_grid
-from ._plan import LIMIT_SIZE_KEYS, in_chunks, plan_members
+from ._plan import LIMIT_SIZE_KEYS, choose_storage, in_chunks, plan_members
 
 
 def run_limit(
@@ -45,6 +45,9 @@ def run_limit(
     seeds, member_lrs = member_grid(cfg, lrs)
     points = Points.from_task(task)
     members = len(seeds)
+    dynamics, why = choose_storage(cfg.limit.storage, dynamics, points, members)
+    if why and not quiet:
+        print(why, file=sys.stderr)
     chunk = plan_members(
         dynamics,
         points,

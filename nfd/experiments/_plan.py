@@ -1,6 +1,7 @@
 """Memory plans: how many ensemble members one vmapped computation holds, decided before any
 computing from the dynamics' own estimate (`AbstractDynamics.estimate_memory`)."""
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -9,6 +10,7 @@ import jax
 
 from ..config import ConfigError
 from ..dynamics import AbstractDynamics, Points, Trajectory, available_memory, max_devices
+from ..limit import MatrixParticles
 
 # one chunk may use this fraction of the available memory (the estimates include XLA's temporaries;
 # the particle estimate is checked against its buffer assignment to 20 %, mostly from above)
@@ -27,18 +29,20 @@ def plan_members(
     batch: int,
     size_keys: Sequence[str],
     quiet: bool = False,
+    memory: int | None = None,
 ) -> int:
     """The number of members per vmapped chunk: all of them when their estimated memory fits
     `MEMORY_FRACTION` of the available memory (of each accelerator, the members being sharded
     over them: `nfd.dynamics.member_mesh`), else as many as fit (chunks give the same result as
     one batch: members never interact). Prints the estimate and the plan to stderr; refuses
-    (`ConfigError` naming ``size_keys``) only when one member cannot fit."""
+    (`ConfigError` naming ``size_keys``) only when one member cannot fit. ``memory``: plan for
+    this many bytes instead of what is available now (`nfd run --dry-run --memory`)."""
     if not isinstance(dynamics, AbstractDynamics):
         return members  # path dynamics solve one member at a time
     per = dynamics.estimate_memory(points, 1)
     if per is None:
         return members
-    have = available_memory()
+    have = available_memory() if memory is None else memory
     devices = accelerators()  # members shard over accelerators, each with its own memory
     per_device = 0 if have is None else int(MEMORY_FRACTION * have) // max(per, 1)
     chunk = members if have is None else min(members, per_device * devices)
@@ -63,6 +67,29 @@ def plan_members(
             "reduce " + ", ".join(size_keys),
         )
     return chunk
+
+
+def choose_storage(
+    storage: str, dynamics: Any, points: Points, members: int, *, memory: int | None = None
+) -> tuple[Any, str | None]:
+    """Random-matrix particles with ``limit.storage = "auto"``: the stored form when the whole
+    ensemble fits `MEMORY_FRACTION` of the memory in one batch, else the lean form (same numbers
+    to rounding, about half the memory in mode A, one more ``M²`` draw per layer step). Returns
+    the dynamics and, when it chose the lean form, the reason (one line)."""
+    if storage != "auto" or not isinstance(dynamics, MatrixParticles) or not dynamics.store_noise:
+        return dynamics, None
+    have = available_memory() if memory is None else memory
+    stored = dynamics.estimate_memory(points, members)
+    if have is None or stored <= MEMORY_FRACTION * have * accelerators():
+        return dynamics, None
+    lean = dataclasses.replace(dynamics, store_noise=False)
+    gib, budget = 2**30, MEMORY_FRACTION * have * accelerators()
+    reason = (
+        f"limit.storage = 'auto' chose the lean form: the stored one needs {stored / gib:.1f} GiB "
+        f"for {members} members, over {budget / gib:.1f} GiB ({MEMORY_FRACTION:.0%} of the "
+        f"memory); lean needs {lean.estimate_memory(points, members) / gib:.1f} GiB"
+    )
+    return lean, reason
 
 
 def accelerators() -> int:
