@@ -41,16 +41,25 @@ sys.path.insert(0, str(SCRIPTS))
 SIZES = {
     "smoke": {
         "particles": ["--particles", "64", "--layer-steps", "4", "--points", "8", "--steps", "12"],
+        "lean": ["--particles", "64", "--layer-steps", "4", "--points", "8", "--steps", "4"],
         "finite": ["--width", "32", "--depth", "4", "--points", "16", "--steps", "3"],
         "run": ["model.width=32", "model.depth=4", "optim.steps=5"],
+        "kernel": ["model.depth=16", "task.n_train=4", "optim.steps=3", "limit.particles=256"],
     },
     "gpu": {
         "particles": [
             *("--particles", "8192", "--layer-steps", "32", "--points", "128"),
             *("--steps", "60"),
         ],
-        "finite": ["--width", "2048", "--depth", "64", "--points", "512", "--steps", "20"],
+        # issue 13's size: M = 16384, K = 64, P = 64, mode A, lean (68.5 GiB estimated: needs
+        # XLA_PYTHON_CLIENT_MEM_FRACTION=.95 on an 80 GB card, which device_check.sh sets)
+        "lean": [
+            *("--particles", "16384", "--layer-steps", "64", "--points", "64"),
+            *("--steps", "8", "--lean"),
+        ],
+        "finite": ["--width", "4096", "--depth", "64", "--points", "256", "--steps", "10"],
         "run": ["model.width=1024", "model.depth=32", "optim.steps=50", "task.n_train=256"],
+        "kernel": ["model.depth=1024", "task.n_train=8", "optim.steps=10", "limit.particles=1024"],
     },
 }
 
@@ -158,6 +167,83 @@ def _ensemble(sets: list[str]) -> dict[str, Any]:
     }
 
 
+def _cpu_agreement(sets: list[str]) -> dict[str, Any]:
+    """The same float64 runs (finite, and the particle limit) on the accelerator and on the CPU:
+    the largest relative difference of the predictions (round-off only, if the device's float64
+    is honest)."""
+    import numpy as np
+
+    from nfd import config
+    from nfd.experiments import run_finite, run_limit
+
+    def both(run, path, extra):
+        cfg = config.load(ROOT / path, [*extra, "precision='float64'", "output.ntk=false"])
+        with jax.default_device(jax.devices("cpu")[0]):
+            cpu = np.asarray(run(cfg, progress=False).f_train)
+        dev = np.asarray(run(cfg, progress=False).f_train)
+        return float(np.max(np.abs(dev - cpu)) / np.max(np.abs(cpu)))
+
+    finite = both(run_finite, "configs/smoke/finite.toml", [*sets[:2], "output.kernels=false"])
+    limit = both(
+        lambda c, progress: run_limit(c, progress=progress, quiet=True),
+        "configs/smoke/limit.toml",
+        ["output.kernels=false"],
+    )
+    return {"finite_f_rel_diff": finite, "limit_f_rel_diff": limit, "goal": "<= 1e-10"}
+
+
+def _kernel(sets: list[str]) -> dict[str, Any]:
+    """The kernel method in mode A (tanh, float64) at large depth K = L: wall time of a whole run
+    (compilation included) and whether every member's fixed point converged."""
+    import numpy as np
+
+    from nfd import config
+    from nfd.experiments import run_limit
+
+    base = ["limit.method='kernel'", "precision='float64'", "output.ntk=false", "seeds=2"]
+    cfg = config.load(ROOT / "configs/smoke/limit.toml", [*base, "output.kernels=false", *sets])
+    t0 = time.perf_counter()
+    traj = run_limit(cfg, progress=False, quiet=True)
+    f = np.asarray(traj.f_train)
+    wall = time.perf_counter() - t0
+    return {
+        "depth": cfg.model.depth,
+        "points": cfg.task.n_train,
+        "steps": cfg.optim.steps,
+        "wall_s": wall,
+        "converged": bool(np.all(np.asarray(traj.info.converged))),
+        "finite": bool(np.all(np.isfinite(f))),
+    }
+
+
+def _figure(results: dict[str, Any], out: pathlib.Path) -> None:
+    """One summary figure: each section's headline ratio against its goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = results.get("finite", {})
+    bars = {
+        "particles: FLOP/s ÷ matmul chain": results.get("particles", {}).get("matmul_ratio"),
+        "lean particles: FLOP/s ÷ matmul chain": results.get("lean", {}).get("matmul_ratio"),
+        "finite step: FLOP/s ÷ matmul chain": (
+            finite["nfd_gflops"] / finite["jax_matmul_gflops"]
+            if "nfd_gflops" in finite and "jax_matmul_gflops" in finite
+            else None
+        ),
+        "ensemble of 8 ÷ 8 singles (time)": results.get("ensemble", {}).get("ratio_to_8_singles"),
+    }
+    bars = {k: v for k, v in bars.items() if isinstance(v, int | float)}
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(bars) + 1.2))
+    ax.barh(list(bars), list(bars.values()), color="#0072B2")
+    ax.set_xlabel("ratio")
+    ax.set_title(f"nfd GPU check: {results['device'].get('kind')} ({results['size']})")
+    fig.tight_layout()
+    fig.savefig(out / "gpu_check.png", dpi=120)
+    plt.close(fig)
+
+
 def _section(name: str, fn: Callable[[], dict[str, Any]], results: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     try:
@@ -176,16 +262,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     results: dict[str, Any] = {"size": args.size, "device": _device()}
+    _section("cpu_agreement", lambda: _cpu_agreement(size["run"]), results)
     _section("particles", lambda: _bench("bench_limit", size["particles"]), results)
+    _section("lean", lambda: _bench("bench_limit", size["lean"]), results)
     _section("finite", lambda: _bench("bench_finite", size["finite"]), results)
     _section("ensemble", lambda: _ensemble(size["run"]), results)
     _section("precision", lambda: _precision(size["run"]), results)
+    _section("kernel", lambda: _kernel(size["kernel"]), results)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "gpu_check.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    for name in ("particles", "finite"):
+    _section("figure", lambda: _figure(results, args.out) or {}, results)
+    for name in ("particles", "lean", "finite"):
         print(results[name].get("printed", "").rstrip())
-    print(json.dumps({k: results[k] for k in ("device", "ensemble", "precision")}, default=str))
+    keys = ("device", "cpu_agreement", "ensemble", "precision", "kernel")
+    print(json.dumps({k: results[k] for k in keys}, default=str))
     print(path)
     return results
 

@@ -28,8 +28,12 @@ def test_gpu_check_runs_every_section_at_smoke_size(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads((tmp_path / "gpu_check.json").read_text())
-    for section in ("particles", "finite", "ensemble", "precision"):
+    for section in ("cpu_agreement", "particles", "lean", "finite", "ensemble", "precision"):
         assert "error" not in out[section], out[section]
+    # on a CPU both sides of the agreement check are the same device: identical numbers
+    assert out["cpu_agreement"]["finite_f_rel_diff"] == 0.0
+    assert out["kernel"]["converged"] and out["kernel"]["finite"]
+    assert (tmp_path / "gpu_check.png").stat().st_size > 5_000
     # float32 against float64 from the same data and weights: round-off of a few steps
     # (float32 eps 6e-8, amplified by at most a few hundred over 5 steps)
     assert out["precision"]["dtypes"] == ["float32", "float64"]
