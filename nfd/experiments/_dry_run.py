@@ -6,6 +6,8 @@ cell and, where the kind has one, the limit at its deepest depth. Only the task'
 (the inputs and targets); no network or particle system is drawn.
 """
 
+import contextlib
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,7 +59,10 @@ def _pieces(cfg: Config) -> Iterator[tuple[str, Any, int, tuple[str, ...]]]:
 def _describe(cfg, label, dyn, members, keys, points, batch, memory) -> str:
     storage = ""
     if label.startswith("limit"):
-        dyn, why = choose_storage(cfg.limit.storage, dyn, points, members, memory=memory)
+        if cfg.kind not in ("sweep", "gia"):  # these couple stored draws: never lean
+            dyn, why = choose_storage(cfg.limit.storage, dyn, points, members, memory=memory)
+        else:
+            why = f"kind = {cfg.kind!r} couples stored draws"
         if hasattr(dyn, "store_noise"):
             form = "stored" if dyn.store_noise else "lean"
             storage = f"; particles {form} ({why or 'limit.storage = ' + repr(cfg.limit.storage)})"
@@ -66,9 +71,10 @@ def _describe(cfg, label, dyn, members, keys, points, batch, memory) -> str:
     if per is None:
         return f"{label}: {name}: solved one member at a time (no ensemble estimate){storage}"
     try:
-        chunk = plan_members(
-            dyn, points, members, batch=batch, size_keys=keys, quiet=True, memory=memory
-        )
+        with contextlib.redirect_stderr(io.StringIO()):  # the plan's own line: said below
+            chunk = plan_members(
+                dyn, points, members, batch=batch, size_keys=keys, quiet=True, memory=memory
+            )
         plan = "one batch" if chunk >= members else f"chunks of {chunk} members"
     except ConfigError as err:
         plan = f"DOES NOT FIT: {err}"
