@@ -23,20 +23,25 @@ def _rows(s: Mapping[str, Any]) -> list[int]:
     return sorted({0, len(s["steps"]) - 1})
 
 
+def _panels(rows: int, cols: int):
+    """One panel per (step row, depth column), room on the right for the legend."""
+    return plt.subplots(
+        rows,
+        cols,
+        figsize=(3.6 * cols + 2.2, 3.0 * rows),
+        squeeze=False,
+        sharex=True,
+        constrained_layout=True,
+    )
+
+
 def _eig_figure(s: Mapping[str, Any], field: str) -> Figure:
     """λ_min / mean diagonal vs width, one panel per (step, depth), one colour per τ."""
     q = s[field]["rel"]
     widths = np.asarray(s["widths"], float)
     depths, taus, rows = s["depths"], s["taus"], _rows(s)
     colours = line_colours(len(taus))
-    fig, axes = plt.subplots(
-        len(rows),
-        len(depths),
-        figsize=(3.6 * len(depths) + 2.2, 3.0 * len(rows)),
-        squeeze=False,
-        sharex=True,
-        constrained_layout=True,
-    )
+    fig, axes = _panels(len(rows), len(depths))
     grid = np.geomspace(widths[0], widths[-1], 64)
     x_inf = widths[-1] * 1.6  # where the n = ∞ value is marked
     for a, srow in enumerate(rows):
@@ -79,14 +84,7 @@ def _spectrum_figure(s: Mapping[str, Any]) -> Figure:
     sp = s["phi"]["spectrum"]
     depths, taus, rows = s["depths"], s["taus"], _rows(s)
     colours = line_colours(len(taus))
-    fig, axes = plt.subplots(
-        len(rows),
-        len(depths),
-        figsize=(3.6 * len(depths) + 2.2, 3.0 * len(rows)),
-        squeeze=False,
-        sharex=True,
-        constrained_layout=True,
-    )
+    fig, axes = _panels(len(rows), len(depths))
     for a, srow in enumerate(rows):
         for j, L in enumerate(depths):
             ax = axes[a, j]
