@@ -55,6 +55,7 @@ def _post_activation_mean_field(depth, *, samples=1_000_000, seed=0):
     return float(np.mean(h**2))
 
 
+@pytest.mark.slow  # ~20 s of CPU; T10 at init also runs in the transfer smoke run (t10_ref)
 def test_t10_post_activation_grows_with_depth_pre_activation_matches_recursion():
     """T10 (ReLU, β/√L branches, init, n = 128, 32 seeds, L = 2 and 32; E h_L² per seed is the
     trainer's h_rms² over 8 points): the pre-activation H(1)_μμ is the recursion (1 + 1/(2L))^L of

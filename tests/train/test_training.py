@@ -49,6 +49,7 @@ def _sizes(res):
     )
 
 
+@pytest.mark.slow  # ~40 s of CPU; T8 also runs in the transfer smoke run's coordinate check
 def test_coord_check_depth_mup_flat_and_unscaled_control_grows():
     """Depth-muP: activation sizes, L·(per-block update) and function steps are O(1) in n and L
     (fitted log-log slopes near 0). The unscaled control (MuP, no 1/sqrt(L)) visibly grows."""
