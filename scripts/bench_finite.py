@@ -111,7 +111,9 @@ def _nfd_setup(width: int, depth: int, points: int, dtype):
 
 def _nfd_step(s: dict, t: int):
     """One step of the loop on the state ``s`` (updated in place); returns the loss ``(E,)``."""
-    static = (s["net"], s["initial"], s["points"], s["lrs"], s["idx"], jnp.asarray(t, jnp.int32))
+    limit = jnp.full_like(s["lrs"], jnp.inf)  # the blow-up limit of `evolve`: never here
+    static = (s["net"], s["initial"], s["points"], s["lrs"], limit, s["idx"])
+    static = (*static, jnp.asarray(t, jnp.int32))
     state, alive, failed, values = _step(static, s["state"], s["alive"], s["failed"])
     s.update(state=state, alive=alive, failed=failed)
     return values
