@@ -187,7 +187,7 @@ def _run(args) -> int:
     if getattr(args, "cell", None) is not None or _part_cell(args.resume) is not None:
         return _run_cell(args)
     cfg, out, resume = _load(args)
-    if args.dry_run or args.memory is not None:  # --memory implies --dry-run
+    if getattr(args, "dry_run", False) or getattr(args, "memory", None):  # --memory: a dry run
         from .experiments import dry_run
 
         print("\n".join(dry_run(cfg, memory=args.memory)))
