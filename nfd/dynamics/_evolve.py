@@ -203,8 +203,9 @@ def _march(
 ) -> Trajectory:
     """The host loop of a time-marching ensemble (continued from ``call``'s saved state)."""
     num_members, num_steps = lr.shape[0], int(schedule.shape[0])
-    mesh = member_mesh(num_members)  # the members split over the local devices (`_sharding`)
-    initial, lr = shard_members((initial, lr), num_members, mesh)
+    M = getattr(dynamics, "num_particles", None)  # particle methods: a particle mesh axis too
+    mesh = member_mesh(num_members, M)  # the members split over the local devices (`_sharding`)
+    initial, lr = shard_members((initial, lr), num_members, mesh, M)
     state = _start(dynamics, initial, points)
     alive = jnp.ones((num_members,), bool)
     failed = jnp.full((num_members,), -1, jnp.int32)
@@ -216,7 +217,7 @@ def _march(
         first, leaves, alive, failed, records, step_times = partial
         state = jax.tree.unflatten(jax.tree.structure(state), leaves)
         step_times = np.array(step_times)
-    state, alive, failed = shard_members((state, alive, failed), num_members, mesh)
+    state, alive, failed = shard_members((state, alive, failed), num_members, mesh, M)
     saved = set(saveat.steps)
     limit = None  # the blow-up loss of each member, once loss(0) is recorded
     show = sys.stderr.isatty() if progress is None else progress

@@ -1,4 +1,5 @@
-"""Ensembles over devices: the member axis of an `evolve` call sharded over the local devices.
+"""Ensembles over devices: the member axis of an `evolve` call sharded over the local devices,
+and, for particle methods, the particle axis over the devices the members leave.
 
 Members never interact, so an ensemble splits across devices without communication: a `Mesh` of
 ``d`` local devices with one axis ``"members"``, each member-leading array placed with
@@ -7,6 +8,13 @@ each device's members where they live (XLA's SPMD partitioner). ``d`` is the lar
 devices (at most `NFD_DEVICES`, default all) that divides the member count, so shards are equal;
 with one device (or ``d = 1``) nothing changes. Results equal the one-device run to float
 round-off (the per-device batched products may sum in another order: ~1e-16 relative in float64).
+
+A particle method (``num_particles`` M) whose members leave devices unused gets a second mesh
+axis ``"particles"`` of ``gcd(M, devices left)`` devices: every array with a particle axis (the
+first axis of length M after the member axis: the rows of the ``K × M × M`` matrices, the
+particles of ``U``, ``v`` and the fields) is split along it, so one system's matrices spread over
+several devices' memories; the partitioner adds the reductions over particles (kernels, NTK,
+predictions) across devices.
 """
 
 import math
@@ -25,7 +33,7 @@ def max_devices() -> int:
     return max(1, min(count, int(limit))) if limit.strip() else count
 
 
-def member_mesh(num_members: int) -> Mesh | None:
+def member_mesh(num_members: int, num_particles: int | None = None) -> Mesh | None:
     """The mesh an ensemble of ``num_members`` runs on, or ``None`` for one device.
 
     In one process: ``gcd(members, local devices)`` local devices. Across processes
@@ -41,31 +49,47 @@ def member_mesh(num_members: int) -> Mesh | None:
             devices = [dev for p in range(processes) for dev in _process_devices(p)[:per]]
             return Mesh(np.asarray(devices), ("members",))
     d = math.gcd(num_members, max_devices())
-    if d <= 1:
+    p = math.gcd(num_particles, max_devices() // d) if num_particles else 1
+    if d * p <= 1:
         return None
-    return Mesh(np.asarray(jax.local_devices()[:d]), ("members",))
+    if p == 1:
+        return Mesh(np.asarray(jax.local_devices()[:d]), ("members",))
+    grid = np.asarray(jax.local_devices()[: d * p]).reshape(d, p)
+    return Mesh(grid, ("members", "particles"))
 
 
 def _process_devices(process: int) -> list:
     return [dev for dev in jax.devices() if dev.process_index == process]
 
 
-def shard_members(tree: Any, num_members: int, mesh: Mesh | None) -> Any:
+def shard_members(
+    tree: Any, num_members: int, mesh: Mesh | None, num_particles: int | None = None
+) -> Any:
     """``tree``'s arrays placed on ``mesh``: split along a leading axis of length
-    ``num_members``, replicated otherwise (unchanged without a mesh). Across processes every
-    process passes the same values (they are drawn from the same keys) and keeps its share."""
+    ``num_members`` and, on a mesh with a ``"particles"`` axis, along their first later axis of
+    length ``num_particles``; replicated otherwise (unchanged without a mesh). Across processes
+    every process passes the same values (they are drawn from the same keys) and keeps its
+    share."""
     if mesh is None:
         return tree
-    split = NamedSharding(mesh, PartitionSpec("members"))
-    whole = NamedSharding(mesh, PartitionSpec())
     spans = jax.process_count() > 1
+    particles = "particles" in mesh.axis_names
+
+    def spec(x) -> PartitionSpec:
+        lead = x.ndim > 0 and x.shape[0] == num_members
+        axes: list[str | None] = ["members" if lead else None] + [None] * (x.ndim - 1)
+        if particles and lead:
+            rows = [i for i in range(1, x.ndim) if x.shape[i] == num_particles]
+            if rows:
+                axes[rows[0]] = "particles"
+        return PartitionSpec(*axes) if lead else PartitionSpec()
 
     def place(x):
         if not isinstance(x, jax.Array | np.ndarray):
             return x
-        lead = x.ndim > 0 and x.shape[0] == num_members
         local = isinstance(x, np.ndarray) or x.is_fully_addressable
-        return jax.device_put(np.asarray(x) if spans and local else x, split if lead else whole)
+        where = NamedSharding(mesh, spec(x))
+        return jax.device_put(np.asarray(x) if spans and local else x, where)
 
     return jax.tree.map(place, tree)
 

@@ -1,4 +1,5 @@
-"""Ensembles over devices: a run on 8 (forced host) CPU devices equals the one-device run.
+"""Ensembles over devices: a run on 8 (forced host) CPU devices equals the one-device run, with
+the members split over devices and, for particle methods, the particles over the rest.
 
 JAX fixes its devices when it starts, so the comparison runs in a fresh process with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``; ``NFD_DEVICES=1`` gives the one-device
@@ -31,6 +32,7 @@ out = {"devices": jax.device_count()}
 runs = {
     "finite": (run_finite, "configs/smoke/finite.toml", ["seeds=8", "optim.steps=5"]),
     "limit": (run_limit, "configs/smoke/limit.toml", ["seeds=12", "optim.steps=4"]),
+    "limit_one": (run_limit, "configs/smoke/limit.toml", ["seeds=1", "optim.steps=3"]),
     "limit_b_lean": (run_limit, "configs/smoke/limit.toml",
                      ["seeds=8", "optim.steps=3", "limit.coupling='decoupled'",
                       "limit.storage='lean'"]),
@@ -67,8 +69,16 @@ def test_an_ensemble_sharded_over_8_devices_equals_one_device():
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["devices"] == 8
     assert out["finite"]["mesh"]["axes"] == {"members": 8}
-    assert out["limit"]["mesh"]["axes"] == {"members": 4}  # gcd(12, 8)
+    # gcd(12, 8) = 4 devices for the members, the other factor 2 for the particles (M = 128)
+    assert out["limit"]["mesh"]["axes"] == {"members": 4, "particles": 2}
+    assert out["limit_one"]["mesh"]["axes"] == {"members": 1, "particles": 8}  # one system
     assert out["limit_b_lean"]["mesh"]["axes"] == {"members": 8}  # mode B, lean particles
-    for name in ("finite", "limit", "limit_b_lean", "kernel"):  # kernel: solved per member
+    for name in (
+        "finite",
+        "limit",
+        "limit_one",
+        "limit_b_lean",
+        "kernel",
+    ):  # kernel: solved per member
         assert out[name]["one"].get("devices", 1) == 1
         assert out[name]["same_status"] and out[name]["rel_err"] < 1e-12, out[name]
