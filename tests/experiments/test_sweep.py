@@ -394,6 +394,7 @@ def test_refined_limits_are_the_coarsened_k_step_run_and_the_2k_run():
     assert np.abs(a - b).max() > 1e-6 and np.corrcoef(a, b)[0, 1] > 0.9, np.corrcoef(a, b)
 
 
+@pytest.mark.slow  # ~30 s; the sweep's K → ∞ path also runs in the default tier (test_sweep_*)
 def test_richardson_limit_of_a_linear_net_is_closer_to_the_exact_k_infinity_limit():
     """Honest accuracy of 2 f(2K) − f(K) on a linear net, where the exact M = ∞ limit at any K is
     known (`linear_exact`, no Monte Carlo). The K → ∞ oracle is its own Richardson at K = 32, 64

@@ -104,6 +104,7 @@ def test_transfer_verdict_needs_bracketed_argmins(means, verdict):
     assert restored == (verdict == "transfers"), text
 
 
+@pytest.mark.slow  # ~16 s; K_W1 is also computed (finite and n = ∞) by the smoke run's collapse
 def test_ntk_parts_sum_to_the_ntk_and_finite_k_w1_matches_the_recursion():
     """The per-tensor NTK terms sum to the NTK (an identity, both block types); W1's share of
     the finite networks' NTK diagonal at init agrees with the n = ∞ two-layer recursion within

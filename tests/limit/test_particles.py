@@ -387,6 +387,7 @@ def test_linear_first_step_decoupled_ratio(K):
     assert abs(mb - exact_a * 2 * q / (1 + 2 * q)) < 4 * sb
 
 
+@pytest.mark.slow  # ~25 s; the K-rate of the kernel method runs in test_kernel_depth
 def test_euler_error_has_slope_minus_one_in_k():
     """T5b: on nested increments (one path of W matrices summed to coarser grids), the particle
     trajectory at K = 4…16 approaches the K = 64 solution with weak order 1 (slope −1 ± 0.25)."""

@@ -91,6 +91,8 @@ def test_parameterizations_branch_and_rates():
         q.sgd_multipliers(4, nfd.OneLayer())
 
 
+@pytest.mark.slow  # ~18 s of compilation; the decoupled backward pass is checked by hand in
+# test_plain.py and against the particles in tests/limit
 def test_decoupled_with_equal_initial_weights_reproduces_reused():
     """Spec §1.6: with W̃(0) = W(0) (E = 0) the decoupled network is the reused one, every step."""
     from helpers import train
