@@ -27,11 +27,11 @@ READOUTS = {"P2": FeatureReadout(), "P1": NTKReadout()}
 RTOL = 1e-13
 
 
-def _run(store_noise: bool, coupling: str, block: str, readout: str):
-    task = teacher_student(n_train=6, n_test=2, in_dim=3, key=jr.key(0))
-    dyn = MatrixParticles(
-        num_particles=M,
-        num_layer_steps=K,
+def _particles(store_noise: bool, coupling: str, block: str, readout: str = "P2", m=M, k=K):
+    """Tanh, MSE, depth-μP particles of one form, mode and block kind."""
+    return MatrixParticles(
+        num_particles=m,
+        num_layer_steps=k,
         param=nfd.DepthMuP(),
         activation=Tanh(),
         loss=MSE(),
@@ -40,6 +40,11 @@ def _run(store_noise: bool, coupling: str, block: str, readout: str):
         block=BLOCKS[block],
         store_noise=store_noise,
     )
+
+
+def _run(store_noise: bool, coupling: str, block: str, readout: str):
+    task = teacher_student(n_train=6, n_test=2, in_dim=3, key=jr.key(0))
+    dyn = _particles(store_noise, coupling, block, readout)
     return evolve(
         dyn,
         Points.from_task(task),
@@ -149,16 +154,7 @@ def test_memory_estimate_within_20_percent_of_xla_buffer_assignment(coupling, bl
     points = Points.from_task(task)
     measured, estimated = {}, {}
     for store in (True, False):
-        dyn = MatrixParticles(
-            num_particles=Mb,
-            num_layer_steps=Kb,
-            param=nfd.DepthMuP(),
-            activation=Tanh(),
-            loss=MSE(),
-            coupling=COUPLINGS[coupling],
-            block=BLOCKS[block],
-            store_noise=store,
-        )
+        dyn = _particles(store, coupling, block, m=Mb, k=Kb)
         measured[store] = _xla_step_bytes(dyn, points)
         estimated[store] = dyn.estimate_memory(points, 1)
         assert 0.8 <= estimated[store] / measured[store] <= 1.2, (store, estimated, measured)
