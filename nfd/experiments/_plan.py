@@ -2,6 +2,7 @@
 computing from the dynamics' own estimate (`AbstractDynamics.estimate_memory`)."""
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,6 +49,9 @@ def plan_members(
     chunk = members if have is None else min(members, per_device * devices)
     if devices > 1 and devices <= chunk < members:
         chunk -= chunk % devices  # equal shards
+    M = getattr(dynamics, "num_particles", None)
+    if chunk < 1 and have is not None and M and devices > 1:  # one member over several devices
+        chunk = _particle_split_chunk(members, M, devices, per, MEMORY_FRACTION * have)
     if not quiet or chunk < members:
         have_txt = f"{have / 2**30:.1f} GiB available" if have else "available memory unknown"
         flops = dynamics.step_flops(points, batch)
@@ -67,6 +71,19 @@ def plan_members(
             "reduce " + ", ".join(size_keys),
         )
     return chunk
+
+
+def _particle_split_chunk(members: int, M: int, devices: int, per: int, budget: float) -> int:
+    """The most members per chunk when a particle method's members split their particles over
+    devices (`nfd.dynamics.member_mesh`: ``d = gcd(chunk, devices)`` devices for the members,
+    ``gcd(M, devices // d)`` for each member's particles) and every device holds its share
+    within ``budget`` bytes; 0 if not even one member fits that way."""
+    for chunk in range(members, 0, -1):
+        d = math.gcd(chunk, devices)
+        split = math.gcd(M, devices // d)
+        if -(-chunk // d) * per / split <= budget:
+            return chunk
+    return 0
 
 
 def choose_storage(

@@ -394,3 +394,22 @@ def test_without_a_terminal_progress_is_a_line_a_minute(monkeypatch, capsys):
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("job: step")]
     assert [ln.split(",")[0] for ln in lines] == ["job: step 1/3", "job: step 2/3", "job: step 3/3"]
     assert all(ln.endswith("2/2 members alive") for ln in lines)
+
+
+def test_a_member_too_large_for_one_accelerator_splits_its_particles(monkeypatch, capsys):
+    """With 8 accelerators of a third of a particle system's memory each, one system no longer
+    fits a device but fits split over its particles: the plan is 2 members per chunk (2 devices
+    for the members × 4 for each one's particles: a quarter system per device), found by the
+    mesh rule of `member_mesh` (3 members would put 3/8 of a system on each of 8 devices); with
+    an odd M there is no split and nothing fits."""
+    cfg = config.load(LIMIT, ["precision='float64'", "seeds=12", "optim.steps=1"])
+    task = build_task(cfg, key=run_keys(cfg)["task"])
+    points = Points.from_task(task)
+    dyn = build_limit(cfg)
+    per = dyn.estimate_memory(points, 1)
+    monkeypatch.setattr(_plan, "accelerators", lambda: 8)
+    monkeypatch.setattr(_plan, "available_memory", lambda: int(per / 3 / _plan.MEMORY_FRACTION))
+    assert _plan.plan_members(dyn, points, 12, batch=4, size_keys=("k",)) == 2
+    assert "runs in chunks of 2 members" in capsys.readouterr().err
+    assert _plan._particle_split_chunk(12, 128, 8, 3, 1.0) == 2  # the same in units of a third
+    assert _plan._particle_split_chunk(12, 127, 8, 3, 1.0) == 0  # M odd: no split, no fit
