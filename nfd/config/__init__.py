@@ -27,6 +27,7 @@ from ._load import load as load
 from ._load import packaged_configs as packaged_configs
 from ._load import parse_override as parse_override
 from ._load import to_dict as to_dict
+from ._schema import STORED_KINDS as STORED_KINDS
 from ._schema import Config as Config
 from ._schema import ConfigError as ConfigError
 from ._schema import DemoConfig as DemoConfig

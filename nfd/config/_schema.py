@@ -303,7 +303,7 @@ class Config:
                 f"feature_norms compares one-layer blocks (T10), got {self.model.block!r}",
                 "'one_layer'",
             )
-        if self.kind in ("sweep", "gia") and self.limit.storage == "lean":
+        if self.kind in STORED_KINDS and self.limit.storage == "lean":
             raise ConfigError(
                 "limit.storage",
                 f"'lean' cannot be used by kind = {self.kind!r}: it couples the modes' and depths' "
@@ -378,6 +378,9 @@ class Config:
                 allowed,
             )
 
+
+# kinds that couple their limit runs by editing stored particle matrices: never the lean form
+STORED_KINDS = ("sweep", "gia")
 
 # the tables read by one kind only: a config of another kind may not carry them
 KIND_TABLES: dict[str, str] = {

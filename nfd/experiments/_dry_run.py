@@ -14,7 +14,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..config import Config, ConfigError, build_limit, build_network, build_task, run_keys
+from ..config import (
+    STORED_KINDS,
+    Config,
+    ConfigError,
+    build_limit,
+    build_network,
+    build_task,
+    run_keys,
+)
 from ..dynamics import Points, available_memory
 from ._finite import member_grid
 from ._plan import (
@@ -27,7 +35,6 @@ from ._plan import (
 )
 
 GIB = 2**30
-LIMIT_KINDS = ("limit", "sweep", "transfer")  # kinds whose limit is an ensemble of members
 
 
 def _grid(cfg: Config, name: str, default: int) -> int:
@@ -59,10 +66,10 @@ def _pieces(cfg: Config) -> Iterator[tuple[str, Any, int, tuple[str, ...]]]:
 def _describe(cfg, label, dyn, members, keys, points, batch, memory) -> str:
     storage = ""
     if label.startswith("limit"):
-        if cfg.kind not in ("sweep", "gia"):  # these couple stored draws: never lean
-            dyn, why = choose_storage(cfg.limit.storage, dyn, points, members, memory=memory)
-        else:
+        if cfg.kind in STORED_KINDS:
             why = f"kind = {cfg.kind!r} couples stored draws"
+        else:
+            dyn, why = choose_storage(cfg.limit.storage, dyn, points, members, memory=memory)
         if hasattr(dyn, "store_noise"):
             form = "stored" if dyn.store_noise else "lean"
             storage = f"; particles {form} ({why or 'limit.storage = ' + repr(cfg.limit.storage)})"

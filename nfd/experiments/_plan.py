@@ -97,10 +97,11 @@ def choose_storage(
         return dynamics, None
     have = available_memory() if memory is None else memory
     stored = dynamics.estimate_memory(points, members)
-    if have is None or stored <= MEMORY_FRACTION * have * accelerators():
+    budget = None if have is None else MEMORY_FRACTION * have * accelerators()
+    if budget is None or stored <= budget:
         return dynamics, None
     lean = dataclasses.replace(dynamics, store_noise=False)
-    gib, budget = 2**30, MEMORY_FRACTION * have * accelerators()
+    gib = 2**30
     reason = (
         f"limit.storage = 'auto' chose the lean form: the stored one needs {stored / gib:.1f} GiB "
         f"for {members} members, over {budget / gib:.1f} GiB ({MEMORY_FRACTION:.0%} of the "

@@ -394,7 +394,7 @@ def estimate_memory(
 ) -> int:
     """Estimated peak bytes of a particle simulation (see `MatrixParticles.estimate_memory`).
 
-    The lean form (``store_noise=False``) holds ``(2 + 4·[decoupled] − 1) K M²`` fewer numbers per
+    The lean form (``store_noise=False``) holds ``(1 + 2·[decoupled]) K M²`` fewer numbers per
     block matrix and repetition (less a few ``M²``). Checked against XLA's buffer assignment of a
     compiled step (`tests/limit/test_particles_lean.py`).
     """
