@@ -32,5 +32,6 @@ from ._sharding import initialize_distributed as initialize_distributed
 from ._sharding import is_writer as is_writer
 from ._sharding import max_devices as max_devices
 from ._sharding import member_mesh as member_mesh
+from ._sharding import mesh_shape as mesh_shape
 from ._trajectory import MEMBER_FIELDS as MEMBER_FIELDS
 from ._trajectory import Trajectory as Trajectory

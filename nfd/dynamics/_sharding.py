@@ -48,14 +48,20 @@ def member_mesh(num_members: int, num_particles: int | None = None) -> Mesh | No
             per = d // processes
             devices = [dev for p in range(processes) for dev in _process_devices(p)[:per]]
             return Mesh(np.asarray(devices), ("members",))
-    d = math.gcd(num_members, max_devices())
-    p = math.gcd(num_particles, max_devices() // d) if num_particles else 1
+    d, p = mesh_shape(num_members, num_particles, max_devices())
     if d * p <= 1:
         return None
     if p == 1:
         return Mesh(np.asarray(jax.local_devices()[:d]), ("members",))
     grid = np.asarray(jax.local_devices()[: d * p]).reshape(d, p)
     return Mesh(grid, ("members", "particles"))
+
+
+def mesh_shape(num_members: int, num_particles: int | None, devices: int) -> tuple[int, int]:
+    """``(d, p)``: ``d = gcd(members, devices)`` devices for the members (equal shards) and, for a
+    particle method, ``p = gcd(M, devices // d)`` of the rest for each member's particles."""
+    d = math.gcd(num_members, devices)
+    return d, (math.gcd(num_particles, devices // d) if num_particles else 1)
 
 
 def _process_devices(process: int) -> list:

@@ -2,7 +2,6 @@
 computing from the dynamics' own estimate (`AbstractDynamics.estimate_memory`)."""
 
 import dataclasses
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,7 +9,14 @@ from typing import Any
 import jax
 
 from ..config import ConfigError
-from ..dynamics import AbstractDynamics, Points, Trajectory, available_memory, max_devices
+from ..dynamics import (
+    AbstractDynamics,
+    Points,
+    Trajectory,
+    available_memory,
+    max_devices,
+    mesh_shape,
+)
 from ..limit import MatrixParticles
 
 # one chunk may use this fraction of the available memory (the estimates include XLA's temporaries;
@@ -75,12 +81,10 @@ def plan_members(
 
 def _particle_split_chunk(members: int, M: int, devices: int, per: int, budget: float) -> int:
     """The most members per chunk when a particle method's members split their particles over
-    devices (`nfd.dynamics.member_mesh`: ``d = gcd(chunk, devices)`` devices for the members,
-    ``gcd(M, devices // d)`` for each member's particles) and every device holds its share
-    within ``budget`` bytes; 0 if not even one member fits that way."""
+    devices (the mesh of `nfd.dynamics.member_mesh`, `mesh_shape`) and every device holds its
+    share within ``budget`` bytes; 0 if not even one member fits that way."""
     for chunk in range(members, 0, -1):
-        d = math.gcd(chunk, devices)
-        split = math.gcd(M, devices // d)
+        d, split = mesh_shape(chunk, M, devices)
         if -(-chunk // d) * per / split <= budget:
             return chunk
     return 0
