@@ -15,7 +15,6 @@ always take the stored form.
 
 import equinox as eqx
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, Key
 
 from ..nn import AbstractActivation
@@ -27,6 +26,7 @@ from ._particles import (
     _ControlTerm,
     _Forward1,
     _Forward2,
+    draw_keys,
     layer_matrices,
 )
 
@@ -71,18 +71,22 @@ def draw_noise_keys(
     dtype=None,
     key: Key[Array, ""],
 ) -> NoiseKeys:
-    """The lean counterpart of `sample_particles` (same arguments, same numbers)."""
-    for name, value in (("particles", num_particles), ("layer_steps", num_layer_steps)):
-        if value < 1:
-            raise ValueError(f"[limit] {name} must be >= 1, got {value}.")
+    """The lean counterpart of `sample_particles` (same arguments, same numbers: `draw_keys`)."""
     dtype = jnp.result_type(float) if dtype is None else dtype
-    u_key, w_key, v_key, back_key = jr.split(key, 4)
-    w1_key = back1_key = None
-    if block.two_layer:
-        w1_key, back1_key = jr.split(jr.fold_in(key, 1))
+    U, v, (w_key, back_key), keys1 = draw_keys(
+        num_particles,
+        num_layer_steps,
+        in_dim,
+        out_dim,
+        sigma_out=sigma_out,
+        block=block,
+        dtype=dtype,
+        key=key,
+    )
+    w1_key, back1_key = (None, None) if keys1 is None else keys1
     return NoiseKeys(
-        U=jr.normal(u_key, (num_particles, in_dim), dtype),
-        v=sigma_out * jr.normal(v_key, (num_particles, out_dim), dtype),
+        U=U,
+        v=v,
         w_key=w_key,
         back_key=back_key,
         w1_key=w1_key,

@@ -81,14 +81,20 @@ def sample_particles(
     key: PRNGKeyArray,
 ) -> Particles:
     """Draw ``U, W_k, W̃_k, v(0)`` (and ``W1_k, W̃1_k`` for two-layer blocks) for ``M`` particles
-    and ``K`` layer steps (§4.1)."""
-    for name, value in (("particles", num_particles), ("layer_steps", num_layer_steps)):
-        if value < 1:
-            raise ValueError(f"[limit] {name} must be >= 1, got {value}.")
+    and ``K`` layer steps (§4.1): ``U``, ``v(0)`` and the matrices' keys of `draw_keys`, each
+    layer's matrices from its own keys (`layer_matrices`)."""
     dtype = jnp.result_type(float) if dtype is None else dtype
-    u_key, w_key, v_key, back_key = jr.split(key, 4)
-    M, K = num_particles, num_layer_steps
-    ks = jnp.arange(K)
+    U, v, keys, keys1 = draw_keys(
+        num_particles,
+        num_layer_steps,
+        in_dim,
+        out_dim,
+        sigma_out=sigma_out,
+        block=block,
+        dtype=dtype,
+        key=key,
+    )
+    M, ks = num_particles, jnp.arange(num_layer_steps)
 
     def stack(w_key, back_key):  # layer k from its own keys (`layer_matrices`, as the lean form),
         # one layer at a time: the draw holds M² transients, not K M² (a vmap would hold several);
@@ -99,18 +105,33 @@ def sample_particles(
 
         return jax.lax.map(layer, ks)
 
-    W, W_back = stack(w_key, back_key)
-    W1 = W1_back = None
-    if block.two_layer:
-        W1, W1_back = stack(*jr.split(jr.fold_in(key, 1)))
-    return Particles(
-        U=jr.normal(u_key, (M, in_dim), dtype),
-        W=W,
-        W_back=W_back,
-        v=sigma_out * jr.normal(v_key, (M, out_dim), dtype),
-        W1=W1,
-        W1_back=W1_back,
-    )
+    W, W_back = stack(*keys)
+    W1, W1_back = (None, None) if keys1 is None else stack(*keys1)
+    return Particles(U=U, W=W, W_back=W_back, v=v, W1=W1, W1_back=W1_back)
+
+
+def draw_keys(
+    num_particles: int,
+    num_layer_steps: int,
+    in_dim: int,
+    out_dim: int,
+    *,
+    sigma_out,
+    block: AbstractBlock,
+    dtype,
+    key: PRNGKeyArray,
+) -> tuple[Float[Array, "M D"], Float[Array, "M C"], tuple, tuple | None]:
+    """``(U, v(0), (w_key, back_key), (w1_key, back1_key) or None)``: what the stored draw
+    (`sample_particles`) and the lean one (`nfd.limit._lean.draw_noise_keys`) share, so that
+    both give the same numbers from the same key."""
+    for name, value in (("particles", num_particles), ("layer_steps", num_layer_steps)):
+        if value < 1:
+            raise ValueError(f"[limit] {name} must be >= 1, got {value}.")
+    u_key, w_key, v_key, back_key = jr.split(key, 4)
+    keys1 = tuple(jr.split(jr.fold_in(key, 1))) if block.two_layer else None
+    U = jr.normal(u_key, (num_particles, in_dim), dtype)
+    v = sigma_out * jr.normal(v_key, (num_particles, out_dim), dtype)
+    return U, v, (w_key, back_key), keys1
 
 
 def layer_matrices(
