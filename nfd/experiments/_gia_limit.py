@@ -22,13 +22,13 @@ import dataclasses
 import sys
 
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 
 from ..config import build_limit, build_schedule, build_task, run_keys
 from ..dynamics import Points, SaveAt, evolve
 from ..limit import KernelFixedPoint
 from ._gia import check_sgd_one_layer
+from ._limit import limit_keys
 
 MODES = {"A": "exact", "B": "decoupled"}
 
@@ -55,7 +55,7 @@ def _solve(cfg, task, L: int, K: int, mode: str, refinement: int, orthogonal: bo
     dyn = _dynamics(cfg, L, K, mode, refinement, orthogonal)
     points = Points.from_task(task)
     E = cfg.seeds
-    keys = jnp.stack([jr.fold_in(run_keys(cfg)["limit"], s) for s in range(E)])
+    keys = limit_keys(cfg, range(E))
     saveat = SaveAt(
         steps=tuple(range(g.steps + 1)), ntk=True, kernels=True, layer_times=g.layer_times
     )

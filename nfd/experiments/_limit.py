@@ -4,8 +4,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
+from jaxtyping import Array, Key
 
 from ..config import (
     Config,
@@ -56,7 +58,7 @@ def run_limit(
         size_keys=LIMIT_SIZE_KEYS,
         quiet=quiet,
     )
-    keys = jnp.stack([jr.fold_in(run_keys(cfg)["limit"], s) for s in seeds])
+    keys = limit_keys(cfg, seeds)
     member_lrs = jnp.asarray(member_lrs, task.x_train.dtype)
     schedule = build_schedule(cfg, task)
     saveat = build_saveat(cfg, tuple(save_also))
@@ -106,6 +108,12 @@ def evolve_limit(
         desc=desc,
         blowup=cfg.optim.blowup,
     )
+
+
+def limit_keys(cfg: Config, draws: Sequence[int]) -> Key[Array, " E"]:
+    """The limit key of each draw index ``s``: ``fold_in(limit_key, s)``, the draw of `run_limit`'s
+    members of seed ``s`` (so the sweep's, GIA's and nondegeneracy's draws are its draws)."""
+    return jax.vmap(lambda s: jr.fold_in(run_keys(cfg)["limit"], s))(jnp.asarray(draws))
 
 
 def batch_size(cfg: Config, task: Task) -> int:

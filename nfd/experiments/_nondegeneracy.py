@@ -20,7 +20,6 @@ import dataclasses
 
 import equinox as eqx
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 from jaxtyping import Array
 
@@ -38,6 +37,7 @@ from ..dynamics import Points, SaveAt, evolve, save_steps
 from ..limit import KernelFixedPoint, init_kernels
 from ..model import ResNet, class_gram, gram, point_fields
 from ._finite import run_finite
+from ._limit import limit_keys
 
 
 class GramObservables(eqx.Module):
@@ -93,7 +93,7 @@ def _limit(cfg: Config, task, L: int, steps: tuple[int, ...]) -> dict[str, np.nd
     orthogonal = cfg.limit.particles >= dyn.draw_columns(points, cfg.optim.steps)
     dyn = dataclasses.replace(dyn, orthogonalize=orthogonal)
     E = nd.limit_seeds or cfg.seeds
-    keys = jnp.stack([jr.fold_in(run_keys(cfg)["limit"], s) for s in range(E)])
+    keys = limit_keys(cfg, range(E))
     saveat = SaveAt(steps=steps, kernels=True, layer_times=tuple(nd.taus))
     traj = evolve(
         dyn,

@@ -25,7 +25,6 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int
 
@@ -44,7 +43,7 @@ from ..limit import MatrixParticles, Particles
 from ..solver import coarsen
 from ..tasks import Task
 from ._finite import antithetic_seeds, member_grid, run_finite
-from ._limit import batch_size, evolve_limit, run_limit
+from ._limit import batch_size, evolve_limit, limit_keys, run_limit
 from ._plan import LIMIT_SIZE_KEYS, plan_members
 
 
@@ -193,7 +192,7 @@ def limit_ensemble(
     points = Points.from_task(task)
     seeds, member_lrs = member_grid(cfg, lrs)
     draws, signs = antithetic_seeds(seeds, cfg.sweep.antithetic)
-    keys = jax.vmap(lambda s: jr.fold_in(run_keys(cfg)["limit"], s))(jnp.asarray(draws))
+    keys = limit_keys(cfg, draws)
     reused = [not build_coupling(cfg, c).decoupled for c in couplings for _ in seeds]
     args = (
         jnp.concatenate([keys] * len(couplings)),
