@@ -59,6 +59,8 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=pathlib.Path, default=None, help="run directory to create")
+    p.add_argument("--dry-run", action="store_true", help="print memory and cost; run nothing")
+    p.add_argument("--memory", default=None, help="--dry-run for a machine of this size (80GiB)")
     p.add_argument(
         "--resume",
         type=pathlib.Path,
@@ -114,8 +116,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--config", type=pathlib.Path, default=None, help="demo config (default: the packaged one)"
     )
-    run.add_argument("--dry-run", action="store_true", help="print memory and cost; run nothing")
-    run.add_argument("--memory", default=None, help="--dry-run for a machine of this size (80GiB)")
     run.add_argument(
         "--cell",
         default=None,
@@ -187,7 +187,7 @@ def _run(args) -> int:
     if getattr(args, "cell", None) is not None or _part_cell(args.resume) is not None:
         return _run_cell(args)
     cfg, out, resume = _load(args)
-    if getattr(args, "dry_run", False) or getattr(args, "memory", None):  # --memory: a dry run
+    if args.dry_run or args.memory is not None:  # --memory implies --dry-run
         from .experiments import dry_run
 
         print("\n".join(dry_run(cfg, memory=args.memory)))

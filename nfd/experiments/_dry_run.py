@@ -59,7 +59,7 @@ def _pieces(cfg: Config) -> Iterator[tuple[str, Any, int, tuple[str, ...]]]:
             members = (cfg.sweep.limit_seeds or cfg.seeds) * len(cfg.sweep.couplings)
         dyn = build_limit(cfg, depth=depth, layer_steps_override=K)
         yield f"limit L = {depth}, K = {K}", dyn, members, LIMIT_SIZE_KEYS
-    elif cfg.kind == "transfer" and cfg.transfer.limit:
+    elif (cfg.kind == "transfer" and cfg.transfer.limit) or (cfg.kind == "demo" and cfg.demo.limit):
         yield f"limit L = K = {depth}", build_limit(cfg, depth=depth), members, LIMIT_SIZE_KEYS
 
 

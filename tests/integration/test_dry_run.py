@@ -5,6 +5,7 @@ stored one does not fit, with the same numbers."""
 import pathlib
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -95,3 +96,22 @@ def test_auto_storage_chooses_lean_when_stored_does_not_fit(monkeypatch, capsys)
         a, b, c = (np.asarray(getattr(t, name)) for t in (auto, lean, stored))
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-12)
+
+
+def test_demo_dry_run_lists_its_widest_deepest_cell_and_its_limit(capsys):
+    """`nfd demo --dry-run`: the demo's largest finite cell (its widest width, deepest depth) and
+    its limit at K = L, with the per-member estimates of those very dynamics, and nothing run."""
+    from nfd.config import build_network, packaged_configs
+
+    cfg = config.load(packaged_configs() / "demo.toml", ["kind='demo'"])
+    n, L = max(cfg.demo.widths), max(cfg.demo.depths)
+    assert main(["demo", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    task = build_task(cfg, key=run_keys(cfg)["task"])
+    assert cfg.precision == "float32"  # the run's item size (this test session is float64)
+    points = jax.tree.map(lambda x: x.astype(np.float32), Points.from_task(task))
+    per = build_network(cfg, width=n, depth=L).estimate_memory(points, 1)
+    assert any(
+        x.startswith(f"finite n = {n}, L = {L}") and f"{per / 2**30:.3g} GiB" in x for x in out
+    )
+    assert any(x.startswith(f"limit L = K = {L}: MatrixParticles") for x in out), out
