@@ -216,7 +216,7 @@ def _kernel(sets: list[str]) -> dict[str, Any]:
     }
 
 
-def _figure(results: dict[str, Any], out: pathlib.Path) -> None:
+def _figure(results: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
     """One summary figure: each section's headline ratio against its goal."""
     import matplotlib
 
@@ -242,6 +242,7 @@ def _figure(results: dict[str, Any], out: pathlib.Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "gpu_check.png", dpi=120)
     plt.close(fig)
+    return {"path": str(out / "gpu_check.png"), "bars": bars}
 
 
 def _section(name: str, fn: Callable[[], dict[str, Any]], results: dict[str, Any]) -> None:
@@ -262,17 +263,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     results: dict[str, Any] = {"size": args.size, "device": _device()}
-    _section("cpu_agreement", lambda: _cpu_agreement(size["run"]), results)
-    _section("particles", lambda: _bench("bench_limit", size["particles"]), results)
-    _section("lean", lambda: _bench("bench_limit", size["lean"]), results)
-    _section("finite", lambda: _bench("bench_finite", size["finite"]), results)
-    _section("ensemble", lambda: _ensemble(size["run"]), results)
-    _section("precision", lambda: _precision(size["run"]), results)
-    _section("kernel", lambda: _kernel(size["kernel"]), results)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "gpu_check.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    _section("figure", lambda: _figure(results, args.out) or {}, results)
+    sections: dict[str, Callable[[], dict[str, Any]]] = {
+        "cpu_agreement": lambda: _cpu_agreement(size["run"]),
+        "particles": lambda: _bench("bench_limit", size["particles"]),
+        "lean": lambda: _bench("bench_limit", size["lean"]),
+        "finite": lambda: _bench("bench_finite", size["finite"]),
+        "ensemble": lambda: _ensemble(size["run"]),
+        "precision": lambda: _precision(size["run"]),
+        "kernel": lambda: _kernel(size["kernel"]),
+        "figure": lambda: _figure(results, args.out),
+    }
+    for name, fn in sections.items():
+        _section(name, fn, results)
+        # after every section: a time limit that stops the script keeps what was measured
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     for name in ("particles", "lean", "finite"):
         print(results[name].get("printed", "").rstrip())
     keys = ("device", "cpu_agreement", "ensemble", "precision", "kernel")
