@@ -5,14 +5,16 @@ Prints, for one CPU- or GPU-sized problem, measured in one run:
     the drift is in accumulator form, so a step's cost must not grow with t),
   * achieved GFLOP/s of a training step, and its ratio to a jitted chain of matmuls of the same
     shape ((M×M)@(M×P), K of them) on the same device (goal: >= 0.5),
-  * the memory estimate (`nfd.limit.estimate_memory`) of both forms (stored W_k, W̃_k, or lean:
-    regenerated from per-layer keys) against the measured peak of the form run: the device's
+  * the memory estimate (`nfd.limit.estimate_memory`) of the three forms (stored W_k, W̃_k; lean:
+    regenerated from per-layer keys, the drift an M × M accumulator; history: lean with the drift
+    as its rank-(T·P) history) against the measured peak of the form run: the device's
     `peak_bytes_in_use` where it reports one (GPU), else the growth of the host's max-RSS over the
     run (CPU: includes compilation and the runtime's own buffers, and never decreases, so run each
     form in its own process to measure both).
 
     .venv/bin/python scripts/bench_limit.py                     # M=2048 K=32 P=64 T=200
-    .venv/bin/python scripts/bench_limit.py --lean              # the same, W_k regenerated
+    .venv/bin/python scripts/bench_limit.py --form lean         # the same, W_k regenerated
+    .venv/bin/python scripts/bench_limit.py --form history --steps 8   # rank 8 × 64 = 512
     .venv/bin/python scripts/bench_limit.py --particles 16384   # the GPU size of the issue
 """
 
@@ -67,7 +69,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--block", choices=("one_layer", "two_layer"), default="one_layer")
     parser.add_argument("--coupling", choices=("exact", "decoupled"), default="exact")
-    parser.add_argument("--lean", action="store_true", help="regenerate W_k from keys (lean form)")
+    parser.add_argument(
+        "--form",
+        choices=("stored", "lean", "history"),
+        default="stored",
+        help="the particle storage form (limit.storage)",
+    )
     args = parser.parse_args(argv)
     decoupled = args.coupling == "decoupled"
     blocks = 2 if args.block == "two_layer" else 1
@@ -76,13 +83,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     dtype = jnp.float32
     task = teacher_student(n_train=P, n_test=0, in_dim=16, key=jr.key(0))
     x, y = task.x_train.astype(dtype), task.y_train.astype(dtype)
+    forms = {"stored": (True, 0), "lean": (False, 0), "history": (False, T * P)}
     ests = {
         form: estimate_memory(
-            M, K, P, 1, 16, 1, itemsize=4, decoupled=decoupled, blocks=blocks, store_noise=store
+            *(M, K, P, 1, 16, 1),
+            **dict(itemsize=4, decoupled=decoupled, blocks=blocks),
+            **dict(store_noise=store, drift_rank=rank),
         )
-        for form, store in (("stored", True), ("lean", False))
+        for form, (store, rank) in forms.items()
     }
-    form = "lean" if args.lean else "stored"
+    form = args.form
+    store_noise, drift_rank = forms[form]
     est = ests[form]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     block = nfd.TwoLayer() if args.block == "two_layer" else nfd.OneLayer()
@@ -95,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         coupling=coupling,
         readout=FeatureReadout(),
         block=block,
-        store_noise=not args.lean,
+        store_noise=store_noise,
+        drift_rank=drift_rank,
     )
     points = Points(x=x, y=y, num_train=P)
     t0 = time.perf_counter()
@@ -114,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     n = max(len(st) // 10, 1)
     first, last = float(np.median(st[:n])), float(np.median(st[-n:]))
     # forward and backward sweeps (2 K M² P each per block) and the update(s) of B (and B̃)
-    flop = step_flops(M, K, P, P, 1, decoupled=decoupled, blocks=blocks)
+    flop = step_flops(M, K, P, P, 1, decoupled=decoupled, blocks=blocks, drift_rank=drift_rank)
     step = float(np.median(st))
     achieved = flop / step / 1e9
     ref = _matmul_gflops(M, K, P, dtype)
@@ -136,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "memory_estimate_bytes": est,
         "memory_estimate_stored_bytes": ests["stored"],
         "memory_estimate_lean_bytes": ests["lean"],
+        "memory_estimate_history_bytes": ests["history"],
         "memory_measured_bytes": measured,
         "wall_s": wall,
         "final_loss": float(res.loss_train[0, -1]),
@@ -157,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(
         f"  memory ({form}): estimate {est / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB "
         f"({kind}; ratio {measured / est:.2f}); estimates: stored {ests['stored'] / 2**20:.0f} MiB, "
-        f"lean {ests['lean'] / 2**20:.0f} MiB"
+        f"lean {ests['lean'] / 2**20:.0f} MiB, history (rank {T * P}) "
+        f"{ests['history'] / 2**20:.0f} MiB"
     )
     print(f"  total {wall:.1f} s, final train loss {out['final_loss']:.4g}")
     return out

@@ -41,7 +41,14 @@ sys.path.insert(0, str(SCRIPTS))
 SIZES = {
     "smoke": {
         "particles": ["--particles", "64", "--layer-steps", "4", "--points", "8", "--steps", "12"],
-        "lean": ["--particles", "64", "--layer-steps", "4", "--points", "8", "--steps", "4"],
+        "lean": [
+            *("--particles", "64", "--layer-steps", "4", "--points", "8", "--steps", "4"),
+            *("--form", "lean"),
+        ],
+        "history": [
+            *("--particles", "64", "--layer-steps", "4", "--points", "8", "--steps", "3"),
+            *("--form", "history"),
+        ],
         "finite": ["--width", "32", "--depth", "4", "--points", "16", "--steps", "3"],
         "run": ["model.width=32", "model.depth=4", "optim.steps=5"],
         "kernel": ["model.depth=16", "task.n_train=4", "optim.steps=3", "limit.particles=256"],
@@ -55,7 +62,12 @@ SIZES = {
         # XLA_PYTHON_CLIENT_MEM_FRACTION=.95 on an 80 GB card, which device_check.sh sets)
         "lean": [
             *("--particles", "16384", "--layer-steps", "64", "--points", "64"),
-            *("--steps", "8", "--lean"),
+            *("--steps", "8", "--form", "lean"),
+        ],
+        # the same size with the drift as its rank-512 history (8 steps × 64 points): ~7 GiB
+        "history": [
+            *("--particles", "16384", "--layer-steps", "64", "--points", "64"),
+            *("--steps", "8", "--form", "history"),
         ],
         "finite": ["--width", "4096", "--depth", "64", "--points", "256", "--steps", "10"],
         "run": ["model.width=1024", "model.depth=32", "optim.steps=50", "task.n_train=256"],
@@ -227,6 +239,7 @@ def _figure(results: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
     bars = {
         "particles: FLOP/s ÷ matmul chain": results.get("particles", {}).get("matmul_ratio"),
         "lean particles: FLOP/s ÷ matmul chain": results.get("lean", {}).get("matmul_ratio"),
+        "history particles: FLOP/s ÷ matmul chain": results.get("history", {}).get("matmul_ratio"),
         "finite step: FLOP/s ÷ matmul chain": (
             finite["nfd_gflops"] / finite["jax_matmul_gflops"]
             if "nfd_gflops" in finite and "jax_matmul_gflops" in finite
@@ -269,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "cpu_agreement": lambda: _cpu_agreement(size["run"]),
         "particles": lambda: _bench("bench_limit", size["particles"]),
         "lean": lambda: _bench("bench_limit", size["lean"]),
+        "history": lambda: _bench("bench_limit", size["history"]),
         "finite": lambda: _bench("bench_finite", size["finite"]),
         "ensemble": lambda: _ensemble(size["run"]),
         "precision": lambda: _precision(size["run"]),
@@ -279,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _section(name, fn, results)
         # after every section: a time limit that stops the script keeps what was measured
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    for name in ("particles", "lean", "finite"):
+    for name in ("particles", "lean", "history", "finite"):
         print(results[name].get("printed", "").rstrip())
     keys = ("device", "cpu_agreement", "ensemble", "precision", "kernel")
     print(json.dumps({k: results[k] for k in keys}, default=str))

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 
 def _matrix_particles(cfg: "Config", **common: Any) -> AbstractDynamics:
-    # "auto" starts stored; `nfd.experiments` switches to lean when the ensemble does not fit
-    store = cfg.limit.storage != "lean"
+    # "auto" starts stored; `nfd.experiments.choose_storage` switches to lean or history when the
+    # ensemble does not fit, and sizes the history ("history": steps × batch size columns)
+    store = cfg.limit.storage not in ("lean", "history")
     return MatrixParticles(num_particles=cfg.limit.particles, store_noise=store, **common)
 
 

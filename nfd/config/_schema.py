@@ -148,9 +148,10 @@ class LimitConfig:
     noise: Literal["matrix", "cholesky"] = "matrix"
     # random-matrix particles: keep W_k (and W̃_k) in memory ("stored"), regenerate them from
     # per-layer keys ("lean": about half the memory in mode A, a quarter in mode B, one more
-    # M² draw per layer step), or let the memory plan choose ("auto": stored when the ensemble
-    # fits in one batch, else lean)
-    storage: Literal["auto", "stored", "lean"] = "auto"
+    # M² draw per layer step), regenerate them and keep the drift as the history of its
+    # updates ("history": 2 K M r numbers per block, r = steps × batch, instead of K M²), or let
+    # the memory plan choose ("auto": the first of stored, lean, history that fits in one batch)
+    storage: Literal["auto", "stored", "lean", "history"] = "auto"
     # the kernel fixed point's iteration (limit.method = "kernel" only; docs/math §4.3)
     damping: float = 0.7  # λ in X ← (1 − λ) X + λ X_new, in (0, 1]
     tol: float = 1e-4  # stop when the max relative change of the kernels is below this
@@ -303,11 +304,11 @@ class Config:
                 f"feature_norms compares one-layer blocks (T10), got {self.model.block!r}",
                 "'one_layer'",
             )
-        if self.kind in STORED_KINDS and self.limit.storage == "lean":
+        if self.kind in STORED_KINDS and self.limit.storage in ("lean", "history"):
             raise ConfigError(
                 "limit.storage",
-                f"'lean' cannot be used by kind = {self.kind!r}: it couples the modes' and depths' "
-                "particles by editing their stored matrices",
+                f"{self.limit.storage!r} cannot be used by kind = {self.kind!r}: it couples the "
+                "modes' and depths' particles by editing their stored matrices",
                 "'auto' or 'stored'",
             )
         if self.kind == "sweep" and self.sweep.extrapolate_layers:

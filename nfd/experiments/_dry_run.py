@@ -69,9 +69,12 @@ def _describe(cfg, label, dyn, members, keys, points, batch, memory) -> str:
         if cfg.kind in STORED_KINDS:
             why = f"kind = {cfg.kind!r} couples stored draws"
         else:
-            dyn, why = choose_storage(cfg.limit.storage, dyn, points, members, memory=memory)
+            rank = cfg.optim.steps * batch
+            dyn, why = choose_storage(
+                cfg.limit.storage, dyn, points, members, rank=rank, memory=memory
+            )
         if hasattr(dyn, "store_noise"):
-            form = "stored" if dyn.store_noise else "lean"
+            form = "stored" if dyn.store_noise else "history" if dyn.drift_rank else "lean"
             storage = f"; particles {form} ({why or 'limit.storage = ' + repr(cfg.limit.storage)})"
     per = dyn.estimate_memory(points, 1) if hasattr(dyn, "estimate_memory") else None
     name = type(dyn).__name__

@@ -47,7 +47,8 @@ def run_limit(
     seeds, member_lrs = member_grid(cfg, lrs)
     points = Points.from_task(task)
     members = len(seeds)
-    dynamics, why = choose_storage(cfg.limit.storage, dynamics, points, members)
+    rank = cfg.optim.steps * batch_size(cfg, task)
+    dynamics, why = choose_storage(cfg.limit.storage, dynamics, points, members, rank=rank)
     if why and not quiet:
         print(why, file=sys.stderr)
     chunk = plan_members(

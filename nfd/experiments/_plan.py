@@ -91,27 +91,47 @@ def _particle_split_chunk(members: int, M: int, devices: int, per: int, budget: 
 
 
 def choose_storage(
-    storage: str, dynamics: Any, points: Points, members: int, *, memory: int | None = None
+    storage: str,
+    dynamics: Any,
+    points: Points,
+    members: int,
+    *,
+    rank: int,
+    memory: int | None = None,
 ) -> tuple[Any, str | None]:
-    """Random-matrix particles with ``limit.storage = "auto"``: the stored form when the whole
-    ensemble fits `MEMORY_FRACTION` of the memory in one batch, else the lean form (same numbers
-    to rounding, about half the memory in mode A, one more ``M²`` draw per layer step). Returns
-    the dynamics and, when it chose the lean form, the reason (one line)."""
-    if storage != "auto" or not isinstance(dynamics, MatrixParticles) or not dynamics.store_noise:
-        return dynamics, None
-    have = available_memory() if memory is None else memory
-    stored = dynamics.estimate_memory(points, members)
-    budget = None if have is None else MEMORY_FRACTION * have * accelerators()
-    if budget is None or stored <= budget:
+    """The storage form of random-matrix particles (`limit.storage`) and, when ``"auto"`` chose
+    a form other than stored, the reason (one line). ``rank``: steps × batch size, the columns of
+    the drift's history form.
+
+    ``"history"`` is the lean form with its drift as the history (`nfd.limit.DriftHistory`).
+    ``"auto"`` takes the first of stored, lean (the ``M × M`` drift) and history whose whole
+    ensemble fits `MEMORY_FRACTION` of the memory in one batch; when none does, the smaller of
+    lean and history (the plan then runs it in chunks or refuses it). All forms give the same
+    numbers to rounding."""
+    if not isinstance(dynamics, MatrixParticles) or storage in ("stored", "lean"):
         return dynamics, None
     lean = dataclasses.replace(dynamics, store_noise=False)
+    history = dataclasses.replace(lean, drift_rank=rank)
+    if storage == "history":
+        return history, None
+    have = available_memory() if memory is None else memory
+    budget = None if have is None else MEMORY_FRACTION * have * accelerators()
+    forms = {"stored": dynamics, "lean": lean, "history": history}
+    sizes = {form: d.estimate_memory(points, members) for form, d in forms.items()}
+    if budget is None or sizes["stored"] <= budget:
+        return dynamics, None
+    form = "lean" if sizes["lean"] <= budget or sizes["lean"] <= sizes["history"] else "history"
     gib = 2**30
+    fits = "fits" if sizes[form] <= budget else "does not fit in one batch either"
     reason = (
-        f"limit.storage = 'auto' chose the lean form: the stored one needs {stored / gib:.1f} GiB "
-        f"for {members} members, over {budget / gib:.1f} GiB ({MEMORY_FRACTION:.0%} of the "
-        f"memory); lean needs {lean.estimate_memory(points, members) / gib:.1f} GiB"
+        f"limit.storage = 'auto' chose the {form} form: the stored one needs "
+        f"{sizes['stored'] / gib:.1f} GiB for {members} members, over {budget / gib:.1f} GiB "
+        f"({MEMORY_FRACTION:.0%} of the memory); lean needs {sizes['lean'] / gib:.1f} GiB, "
+        f"history (rank {rank} = steps × batch) {sizes['history'] / gib:.1f} GiB: {form} {fits}"
     )
-    return lean, reason
+    if form == "history":
+        reason += "; the history form costs every step what the last step costs"
+    return forms[form], reason
 
 
 def accelerators() -> int:

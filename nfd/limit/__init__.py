@@ -10,6 +10,7 @@ from ._fixed_point import FixedPointInfo as FixedPointInfo
 from ._fixed_point import KernelFixedPoint as KernelFixedPoint
 from ._fixed_point import fixed_point_se as fixed_point_se
 from ._fixed_point import layer_refinement_pair as layer_refinement_pair
+from ._lean import DriftHistory as DriftHistory
 from ._lean import NoiseKeys as NoiseKeys
 from ._linear_exact import LinearExact as LinearExact
 from ._linear_exact import first_step_response as first_step_response

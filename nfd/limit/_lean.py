@@ -11,16 +11,26 @@ Per block matrix this holds one ``K M²`` buffer instead of ``W`` and ``B`` (mod
 B̃`` (mode B), at the price of drawing ``M²`` normals per layer step and direction (two in a mode-B
 backward pass). The finite network's own matrices (`particles_from_resnet`) have no keys: they
 always take the stored form.
+
+**History form.** The drift is a sum of rank-``|B_t|`` increments, one per training step, so over
+``T`` steps ``D_k = left_k right_kᵀ`` with ``left_k, right_k`` of ``r = T |B_t|`` columns
+(`DriftHistory`: the update writes its ``|B_t|`` columns, the sweeps apply ``D_k`` as ``left_k
+(right_kᵀ x)``, `LowRankPlus`). It holds ``2 K M r`` numbers per block matrix instead of ``K M²``:
+the smaller one when ``2 r < M``. The buffers are sized for the whole run, so every step costs
+what the last one does (``O(K M r Pts (1 + C))`` more than the regenerated matrices' products).
 """
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Key
+from jaxtyping import Array, Float, Int, Key
 
 from ..nn import AbstractActivation
 from ..param import AbstractBackwardWeights, AbstractBlock, OneLayer
 from ..solver import AbstractItoSolver, solve_depth
 from ._particles import (
+    HIGHEST,
+    LowRankPlus,
     _Backward1,
     _Backward2,
     _ControlTerm,
@@ -96,6 +106,49 @@ def draw_noise_keys(
     )
 
 
+class DriftHistory(eqx.Module):
+    """The drift ``D_k = left_k right_kᵀ`` of every layer step as the history of its rank-``|B_t|``
+    increments: ``filled`` of the ``r`` columns are written (the rest are zero).
+
+    Attributes:
+        left, right: ``(K, M, r)``: column ``j`` of step ``t`` is ``(m b² η0γ0/M)(g_{k+1,ν}·c_ν)``
+            and ``φ(h_{k,ν})`` for the ``ν``-th point of the batch ``B_t``, ``j = t |B_t| + ν``.
+        filled: the number of columns written.
+    """
+
+    left: Float[Array, "K M r"]
+    right: Float[Array, "K M r"]
+    filled: Int[Array, ""]
+
+    @classmethod
+    def zeros(cls, num_layer_steps: int, num_particles: int, rank: int, dtype) -> "DriftHistory":
+        shape = (num_layer_steps, num_particles, rank)
+        zero = jnp.zeros((), jnp.int32)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), zero)
+
+    def append(self, left: Float[Array, "K M b"], right: Float[Array, "K M b"]) -> "DriftHistory":
+        """The history with the increment ``left rightᵀ`` written in the next ``b`` columns (in
+        place: the state is donated); raises if they are not free (``rank`` below ``T |B_t|``)."""
+        filled = eqx.error_if(
+            self.filled,
+            self.filled + left.shape[-1] > self.left.shape[-1],
+            "drift history full: MatrixParticles.drift_rank must be at least steps × batch size",
+        )
+        at = (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), filled)
+        new_left = jax.lax.dynamic_update_slice(self.left, left, at)
+        new_right = jax.lax.dynamic_update_slice(self.right, right, at)
+        return DriftHistory(new_left, new_right, filled + left.shape[-1])
+
+    def control(self) -> tuple[Float[Array, "K M r"], Float[Array, "K M r"]]:
+        """What the sweeps scan over (`lean_forward_sweep`'s ``D``)."""
+        return self.left, self.right
+
+    def times(self, features: Float[Array, "K M Pts"]) -> Float[Array, "K M Pts"]:
+        """``D_k features_k`` for every layer step."""
+        inner = jnp.einsum("kjr,kjn->krn", self.right, features, precision=HIGHEST)
+        return jnp.einsum("kir,krn->kin", self.left, inner, precision=HIGHEST)
+
+
 class _Regenerated(_ControlTerm):
     """``term`` with its block matrices formed inside layer step ``k``.
 
@@ -113,19 +166,26 @@ class _Regenerated(_ControlTerm):
     root: float = eqx.field(static=True)
     back: bool = eqx.field(static=True)
 
-    def _draw(self, w_key, back_key, k, like):
+    def _draw(self, w_key, back_key, k):
+        keys = self.keys
         W, W_back = layer_matrices(
-            w_key, back_key, k, like.shape[-1], like.dtype, self.keys.coupling
+            w_key, back_key, k, keys.num_particles, keys.U.dtype, keys.coupling
         )
         return W_back if self.back else W
 
     def noise(self, tau, y, args, dW):
         k, D1, rest = args
-        B = self.scale * self._draw(self.keys.w_key, self.keys.back_key, k, dW) + dW
+        B = _plus(self.scale * self._draw(self.keys.w_key, self.keys.back_key, k), dW)
         if D1 is None:
             return self.term.noise(tau, y, rest, B)
-        B1 = self._draw(self.keys.w1_key, self.keys.back1_key, k, D1) / self.root + D1
+        B1 = _plus(self._draw(self.keys.w1_key, self.keys.back1_key, k) / self.root, D1)
         return self.term.noise(tau, y, B1 if rest is None else (B1, *rest), B)
+
+
+def _plus(noise, drift):
+    """``noise + drift`` for the accumulator (an ``M × M`` matrix) or a history layer step
+    (``(left_k, right_k)``: a `LowRankPlus`, not formed)."""
+    return LowRankPlus(noise, *drift) if isinstance(drift, tuple) else noise + drift
 
 
 def lean_forward_sweep(
@@ -134,11 +194,12 @@ def lean_forward_sweep(
     h0: Float[Array, "M Pts"],
     keys: NoiseKeys,
     scale,
-    D: Float[Array, "K M M"],
-    D1: Float[Array, "K M M"] | None,
+    D: Float[Array, "K M M"] | tuple,
+    D1: Float[Array, "K M M"] | tuple | None,
 ):
-    """`forward_sweep` with ``B_k = scale W_k + D_k`` (``B1_k = W1_k/sqrt(M) + D1_k``) regenerated."""
-    ks = jnp.arange(D.shape[0])
+    """`forward_sweep` with ``B_k = scale W_k + D_k`` (``B1_k = W1_k/sqrt(M) + D1_k``) regenerated;
+    ``D``, ``D1``: the accumulators, or `DriftHistory.control`'s factors."""
+    ks = jnp.arange(keys.num_layer_steps)
     root = keys.num_particles**0.5
     if D1 is None:
         term = _Regenerated(_Forward1(activation), keys, scale, root, back=False)
@@ -156,13 +217,13 @@ def lean_backward_sweep(
     v: Float[Array, "M C"],
     keys: NoiseKeys,
     scale,
-    D: Float[Array, "K M M"],
-    D1: Float[Array, "K M M"] | None,
+    D: Float[Array, "K M M"] | tuple,
+    D1: Float[Array, "K M M"] | tuple | None,
     *,
     back: bool,
 ):
     """`backward_sweep` through ``B̃_k = scale W̃_k + D_k`` (``W_k`` unless ``back``) regenerated."""
-    ks = jnp.arange(D.shape[0])
+    ks = jnp.arange(keys.num_layer_steps)
     root = keys.num_particles**0.5
     gK = activation.deriv(H[-1])[None] * v.T[:, :, None]  # (C, M, Pts)
     if Z is None:

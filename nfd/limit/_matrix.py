@@ -31,7 +31,13 @@ from ..dynamics import AbstractDynamics, Points, SaveAt
 from ..nn import AbstractActivation, AbstractLoss, AbstractReadout, FeatureReadout
 from ..param import AbstractBackwardWeights, AbstractBlock, AbstractParameterization, OneLayer
 from ..solver import AbstractItoSolver, EulerMaruyama
-from ._lean import NoiseKeys, draw_noise_keys, lean_backward_sweep, lean_forward_sweep
+from ._lean import (
+    DriftHistory,
+    NoiseKeys,
+    draw_noise_keys,
+    lean_backward_sweep,
+    lean_forward_sweep,
+)
 from ._particles import HIGHEST, Particles, Sweep, backward_sweep, forward_sweep, sample_particles
 
 
@@ -43,13 +49,14 @@ class ParticleState(eqx.Module):
     are the backward ones, ``None`` in mode A (the backward pass reuses ``B``). In the lean form
     (initial draw `NoiseKeys`, `nfd.limit._lean`) ``B``/``B1`` hold only the drift
     ``B_k − b W_k/sqrt(M)`` (``B1_k − W1_k/sqrt(M)``), shared by the backward matrices, and
-    ``B_back``/``B1_back`` are ``None``: the sweeps regenerate the noise part. ``F0`` (P2's control
-    variate) and ``H0`` (the origin of ``h_movement``) are the ``t = 0`` sweep's.
+    ``B_back``/``B1_back`` are ``None``: the sweeps regenerate the noise part; in its history form
+    the drifts are `DriftHistory`s. ``F0`` (P2's control variate) and ``H0`` (the origin of
+    ``h_movement``) are the ``t = 0`` sweep's.
     """
 
-    B: Float[Array, "K M M"]
+    B: Float[Array, "K M M"] | DriftHistory
     B_back: Float[Array, "K M M"] | None
-    B1: Float[Array, "K M M"] | None
+    B1: Float[Array, "K M M"] | DriftHistory | None
     B1_back: Float[Array, "K M M"] | None
     A_in: Float[Array, "M D"]
     v: Float[Array, "M C"]
@@ -77,6 +84,9 @@ class MatrixParticles(AbstractDynamics):
             ``False`` it returns `NoiseKeys` and the sweeps regenerate them from per-layer keys
             (the lean form: ``1 + 2·[mode B]`` fewer ``K M²`` buffers per block matrix, the same
             numbers). Explicit `Particles` (a finite network's own matrices) always run stored.
+        drift_rank: lean form only: ``0`` keeps each drift as its ``M × M`` accumulator; ``r > 0``
+            as the history of its increments, ``r`` columns (`DriftHistory`: at least steps ×
+            batch size; ``2 K M r`` numbers per block matrix instead of ``K M²``).
     """
 
     num_particles: int = eqx.field(static=True)
@@ -89,10 +99,16 @@ class MatrixParticles(AbstractDynamics):
     block: AbstractBlock = OneLayer()
     solver: AbstractItoSolver = EulerMaruyama()
     store_noise: bool = eqx.field(static=True, default=True)
+    drift_rank: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
         if not isinstance(self.solver, AbstractItoSolver):
             raise ValueError(f"MatrixParticles needs an AbstractItoSolver, got {self.solver}.")
+        if self.drift_rank < 0 or (self.drift_rank and self.store_noise):
+            raise ValueError(
+                f"MatrixParticles: drift_rank must be 0, or > 0 with store_noise=False (the "
+                f"history form is lean), got {self.drift_rank} with store_noise={self.store_noise}."
+            )
 
     # -- the interface ----------------------------------------------------------------------
     def draw(self, points: Points, *, key: PRNGKeyArray) -> Particles | NoiseKeys:
@@ -111,9 +127,9 @@ class MatrixParticles(AbstractDynamics):
     def start(self, initial: Particles | NoiseKeys, points: Points) -> ParticleState:
         M = initial.num_particles
         if isinstance(initial, NoiseKeys):  # the lean form: the drifts, zero at t = 0
-            shape, two = (self.num_layer_steps, M, M), initial.w1_key is not None
-            B, B_back = jnp.zeros(shape, points.x.dtype), None  # two buffers: each is donated
-            B1, B1_back = (jnp.zeros(shape, points.x.dtype) if two else None), None
+            B, B_back = self._zero_drift(M, points.x.dtype), None  # two buffers: each is donated
+            B1 = self._zero_drift(M, points.x.dtype) if initial.w1_key is not None else None
+            B1_back = None
         else:
             scale = self._scale(initial)
             reused = not self.coupling.decoupled
@@ -173,7 +189,7 @@ class MatrixParticles(AbstractDynamics):
                 return None
             lc = lcs[name] * (weights[name] * eg / M)
             right = pairs[name][1][..., idx]
-            return _accumulate(B, lc, right)
+            return B.append(lc, right) if isinstance(B, DriftHistory) else _accumulate(B, lc, right)
 
         def theta_c():  # Θ c in Gram form over the batch (never forming Θ or an M×M product)
             return self._theta_c(sw, pairs, lcs, gc0, dv, points, idx, weights)
@@ -214,7 +230,7 @@ class MatrixParticles(AbstractDynamics):
         lean = isinstance(initial, NoiseKeys)  # then B, B1 are the drifts B(t) − B(0) themselves
         # B_k(0) = scale W_k is recomputed exactly as the initial state did, so the difference is
         # exactly zero at t = 0 (one extra pass over the K·M² matrices, at observation time only)
-        moved = state.B if lean else state.B - scale * initial.W
+        moved = state.B if lean else state.B - scale * initial.W  # type: ignore[operator]
         out["block_movement"] = _own_movement(moved, branch_in)
         if sw.Z is not None:
             moved1 = state.B1 if lean else state.B1 - initial.W1 / M**0.5  # type: ignore[operator]
@@ -258,6 +274,7 @@ class MatrixParticles(AbstractDynamics):
             decoupled=self.coupling.decoupled,
             blocks=len(self.block.matrices),
             store_noise=self.store_noise,
+            drift_rank=self.drift_rank,
         )
 
     def step_flops(self, points: Points, batch: int) -> float:
@@ -269,9 +286,16 @@ class MatrixParticles(AbstractDynamics):
             points.out_dim,
             decoupled=self.coupling.decoupled,
             blocks=len(self.block.matrices),
+            drift_rank=self.drift_rank,
         )
 
     # -- pieces ------------------------------------------------------------------------------
+    def _zero_drift(self, M: int, dtype) -> Float[Array, "K M M"] | DriftHistory:
+        """The lean form's drift at ``t = 0``: the ``M × M`` accumulators, or an empty history."""
+        if self.drift_rank:
+            return DriftHistory.zeros(self.num_layer_steps, M, self.drift_rank, dtype)
+        return jnp.zeros((self.num_layer_steps, M, M), dtype)
+
     def _scale(self, initial) -> Float[Array, ""]:
         """``b/sqrt(M)``: ``B_k(0) = b W_k/sqrt(M)``."""
         return self.param.branch_multiplier(self.num_layer_steps) / initial.num_particles**0.5
@@ -285,10 +309,12 @@ class MatrixParticles(AbstractDynamics):
         h0 = h0 + (m_U * p.sigma_in**2 * p.gamma0) * _mm(state.A_in, x.T)
         if isinstance(initial, NoiseKeys):
             fwd = lean_forward_sweep(
-                self.activation, self.solver, h0, initial, self._scale(initial), state.B, state.B1
+                *(self.activation, self.solver, h0, initial, self._scale(initial)),
+                *(_control(state.B), _control(state.B1)),
             )
         else:
-            fwd = forward_sweep(self.activation, self.solver, h0, state.B, state.B1)
+            B, B1 = state.B, state.B1  # the stored form: matrices, never a history
+            fwd = forward_sweep(self.activation, self.solver, h0, B, B1)  # type: ignore[arg-type]
         if state.B1 is None:
             return fwd.ys, None, fwd.result
         H, Z = fwd.ys
@@ -304,7 +330,7 @@ class MatrixParticles(AbstractDynamics):
         if isinstance(initial, NoiseKeys):  # lean: W̃_k (mode B's own fields) or W_k regenerated
             G, Gz, bwd_result = lean_backward_sweep(
                 *(self.activation, self.solver, H, Z, state.v, initial, self._scale(initial)),
-                *(state.B, state.B1),
+                *(_control(state.B), _control(state.B1)),
                 back=self.coupling.decoupled and not true_sensitivity,
             )
         else:
@@ -312,7 +338,8 @@ class MatrixParticles(AbstractDynamics):
             if true_sensitivity or B_back is None:  # mode A, or the P2 readout's true g
                 B_back, B1_back = state.B, state.B1
             G, Gz, bwd_result = backward_sweep(
-                self.activation, self.solver, H, Z, state.v, B_back, B1_back
+                *(self.activation, self.solver, H, Z, state.v),
+                *(B_back, B1_back),  # type: ignore[arg-type]  # stored: matrices
             )
         return Sweep(H=H, G=G, Z=Z, Gz=Gz, result=jnp.maximum(fwd_result._value, bwd_result._value))
 
@@ -373,9 +400,17 @@ def _accumulate(B, lc, right):
     return jax.lax.fori_loop(0, B.shape[0], layer, B)
 
 
+def _control(drift):
+    """The drift as the sweeps scan over it: the accumulators, or a history's factors."""
+    return drift.control() if isinstance(drift, DriftHistory) else drift
+
+
 def _own_movement(dB, features):
     """RMS over particles and points of ``(B_k(t) − B_k(0)) features_k`` per layer step ``(K,)``."""
-    moved = jnp.einsum("kij,kjn->kin", dB, features, precision=HIGHEST)
+    if isinstance(dB, DriftHistory):
+        moved = dB.times(features)
+    else:
+        moved = jnp.einsum("kij,kjn->kin", dB, features, precision=HIGHEST)
     return jnp.sqrt(jnp.mean(moved**2, axis=(1, 2)))
 
 
@@ -391,19 +426,27 @@ def estimate_memory(
     decoupled: bool,
     blocks: int = 1,
     store_noise: bool = True,
+    drift_rank: int = 0,
 ) -> int:
     """Estimated peak bytes of a particle simulation (see `MatrixParticles.estimate_memory`).
 
     The lean form (``store_noise=False``) holds ``(1 + 2·[decoupled]) K M²`` fewer numbers per
-    block matrix and repetition (less a few ``M²``). Checked against XLA's buffer assignment of a
+    block matrix and repetition (less a few ``M²``); its history form (``drift_rank = r``) holds
+    ``2 K M r`` (and a transient copy of ``K M r``) instead of the drift's ``K M²``. Checked against XLA's buffer assignment of a
     compiled step (`tests/limit/test_particles_lean.py`).
     """
     M, K, Pts, C = num_particles, num_layer_steps, num_points, out_dim
     modes = 1 + int(decoupled)
-    # per block matrix: W (W̃) and B (B̃) stored, or the drift alone; the one-layer update product
-    per_block = (2 * modes if store_noise else 1) * K * M * M + M * M
+    # per block matrix: W (W̃) and B (B̃) stored, or the drift alone, with the one-layer update
+    # product; or the history's two factors and one copy (XLA's buffer assignment copies a factor
+    # that the sweeps have read before the update writes its columns)
+    if drift_rank:
+        per_block = 3 * K * M * drift_rank
+    else:
+        per_block = (2 * modes if store_noise else 1) * K * M * M + M * M
     # lean: the layer step's regenerated W (W̃) and the B (B̃) formed from it
-    regenerated = 0 if store_noise else 2 * modes * M * M
+    # (the history form applies its W without forming B: XLA fuses the scaling into the product)
+    regenerated = 0 if store_noise else (1 if drift_rank else 2) * modes * M * M
     mats = blocks * per_block + regenerated
     sweeps = blocks * (2 * (K + 1) * M * Pts * (1 + C) + 2 * (K + 1) * M * Pts)
     small = M * (in_dim + 2 * C) + 4 * Pts * C
@@ -419,13 +462,17 @@ def step_flops(
     *,
     decoupled: bool,
     blocks: int = 1,
+    drift_rank: int = 0,
 ) -> float:
     """Floating-point operations of one training step of one repetition (the M×M products).
 
     Per block matrix and layer step: the forward product on every tracked point, the backward
     transpose product per output, and the rank-``batch`` update of ``B`` (and ``B̃`` in mode B);
-    each multiply-add counts 2.
+    in the history form (``drift_rank = r``) no update, and the products with the drift's two
+    ``M × r`` factors; each multiply-add counts 2.
     """
-    M, K = num_particles, num_layer_steps
-    per_block = num_points + out_dim * num_points + (1 + int(decoupled)) * batch
-    return 2.0 * blocks * K * M * M * per_block
+    M, K, r = num_particles, num_layer_steps, drift_rank
+    fields = num_points + out_dim * num_points
+    if r:
+        return 2.0 * blocks * K * (M * M + 2 * M * r) * fields
+    return 2.0 * blocks * K * M * M * (fields + (1 + int(decoupled)) * batch)

@@ -189,13 +189,31 @@ class _ControlTerm(AbstractTerm):
         return self.noise(tau, y, args, dW)
 
 
+class LowRankPlus(eqx.Module):
+    """The matrix ``dense + left rightᵀ`` (``left``, ``right``: ``(M, r)``), never formed: the
+    history form of the drift (`nfd.limit._lean`) applies it to the fields as ``dense x +
+    left (rightᵀ x)``, ``O(M r)`` per column for the low-rank part instead of ``O(M²)``."""
+
+    dense: Float[Array, "M M"]
+    left: Float[Array, "M r"]
+    right: Float[Array, "M r"]
+
+
+def _matvec(B, x):
+    """``B x`` for a matrix or a `LowRankPlus`."""
+    if isinstance(B, LowRankPlus):
+        low = jnp.matmul(B.left, jnp.matmul(B.right.T, x, precision=HIGHEST), precision=HIGHEST)
+        return jnp.matmul(B.dense, x, precision=HIGHEST) + low
+    return jnp.matmul(B, x, precision=HIGHEST)
+
+
 class _Forward1(_ControlTerm):
     """One-layer forward: ``h_{k+1} = h_k + B_k φ(h_k)``."""
 
     activation: AbstractActivation
 
     def noise(self, tau, y, args, dW):
-        return jnp.matmul(dW, self.activation(y), precision=HIGHEST)
+        return _matvec(dW, self.activation(y))
 
 
 class _Forward2(_ControlTerm):
@@ -206,12 +224,16 @@ class _Forward2(_ControlTerm):
 
     def noise(self, tau, y, args, dW):
         h, z_prev = y
-        z = jnp.matmul(args, self.activation(h), precision=HIGHEST)
-        return jnp.matmul(dW, self.activation(z), precision=HIGHEST), z - z_prev
+        z = _matvec(args, self.activation(h))
+        return _matvec(dW, self.activation(z)), z - z_prev
 
 
 def _tmatvec(B, g):
-    """``Bᵀ g`` for every output channel: ``B (M, M)``, ``g (C, M, P)``."""
+    """``Bᵀ g`` for every output channel: ``B (M, M)`` or a `LowRankPlus`, ``g (C, M, P)``."""
+    if isinstance(B, LowRankPlus):
+        low = jnp.einsum("jr,cjn->crn", B.left, g, precision=HIGHEST)
+        low = jnp.einsum("ir,crn->cin", B.right, low, precision=HIGHEST)
+        return _tmatvec(B.dense, g) + low
     return jnp.einsum("ji,cjn->cin", B, g, precision=HIGHEST)
 
 

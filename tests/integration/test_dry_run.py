@@ -33,8 +33,9 @@ PAPER = [
 
 def test_dry_run_of_the_paper_size_fits_80_gib_in_the_lean_form(tmp_path, capsys):
     """Estimated (lean, float32) at 68.5 GiB: fits an 80 GiB GPU, where the stored form (130 GiB)
-    does not; on this machine it is refused as 'DOES NOT FIT'. Nothing is allocated (68 GiB could
-    not be) and nothing is written."""
+    does not; at 20 GiB the history form (rank 6 steps × 64 points) is chosen with its own
+    estimate, and at 4 GiB nothing fits: 'DOES NOT FIT'. Nothing is allocated (68 GiB could not
+    be) and nothing is written."""
     path = tmp_path / "paper.toml"
     cfg = config.load(LIMIT, PAPER)
     path.write_text(config.dumps(cfg))
@@ -52,6 +53,14 @@ def test_dry_run_of_the_paper_size_fits_80_gib_in_the_lean_form(tmp_path, capsys
     assert f"{lean / 2**30:.3g} GiB" in line and "one batch" in line and "particles lean" in line
     assert "stored one needs 130.5 GiB" in line
     assert main(["run", str(path), "--dry-run", "--memory", "20GiB"]) == 0
+    history = estimate_memory(
+        *(16384, 64, 64, 1, 6, 1),
+        **dict(itemsize=4, decoupled=False, store_noise=False, drift_rank=6 * 64),
+    )
+    assert history < 0.9 * 20 * 2**30 < lean
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("limit L = 64"))
+    assert f"{history / 2**30:.3g} GiB" in line and "particles history" in line, line
+    assert main(["run", str(path), "--dry-run", "--memory", "4GiB"]) == 0
     assert "DOES NOT FIT: limit.particles" in capsys.readouterr().out
 
 
@@ -67,6 +76,8 @@ def test_memory_sizes_parse(text, value):
     [
         (["limit.method='kernel'", "limit.storage='lean'"], [], "limit.storage"),
         (["kind='sweep'", "limit.storage='lean'"], [], "limit.storage"),
+        (["kind='gia'", "limit.storage='history'"], [], "limit.storage"),
+        (["limit.storage='compressed'"], [], "limit.storage"),
         ([], ["--memory", "80XB"], "--memory"),
     ],
 )
@@ -94,6 +105,41 @@ def test_auto_storage_chooses_lean_when_stored_does_not_fit(monkeypatch, capsys)
     assert "chose the lean form" in capsys.readouterr().err
     for name in ("f_train", "f_test", "loss_train", "h_rms"):
         a, b, c = (np.asarray(getattr(t, name)) for t in (auto, lean, stored))
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-12)
+
+
+def test_auto_storage_chooses_history_when_lean_does_not_fit(monkeypatch, capsys):
+    """With memory for the history form (rank steps × batch = 12 < M/2) but not for the lean
+    ensemble, `auto` runs the history form: the same trajectory as `storage = 'lean'` to
+    rounding (D_k x as left (rightᵀ x) instead of the accumulated matrix; float64, 3 steps),
+    and bitwise that of `storage = 'history'`."""
+    sets = ["precision='float64'", "optim.steps=3"]
+    cfg = config.load(LIMIT, sets)
+    lean = run_limit(
+        config.load(LIMIT, [*sets, "limit.storage='lean'"]), progress=False, quiet=True
+    )
+    hist_cfg = config.load(LIMIT, [*sets, "limit.storage='history'"])
+    history = run_limit(hist_cfg, progress=False, quiet=True)
+    points = Points.from_task(build_task(cfg, key=run_keys(cfg)["task"]))
+    dyn = build_limit(hist_cfg)
+    assert not dyn.store_noise  # type: ignore[attr-defined]
+    rank = cfg.optim.steps * cfg.optim.batch_size
+    sizes = [
+        estimate_memory(
+            *(cfg.limit.particles, cfg.model.depth, points.num_points, 1, cfg.task.in_dim),
+            cfg.seeds,
+            **dict(itemsize=8, decoupled=False, store_noise=False, drift_rank=r),
+        )
+        for r in (rank, 0)
+    ]
+    assert sizes[0] < sizes[1]
+    have = (sizes[0] + sizes[1]) / 2 / _plan.MEMORY_FRACTION
+    monkeypatch.setattr(_plan, "available_memory", lambda: int(have))
+    auto = run_limit(cfg, progress=False)
+    assert "chose the history form" in capsys.readouterr().err
+    for name in ("f_train", "f_test", "loss_train", "h_rms"):
+        a, b, c = (np.asarray(getattr(t, name)) for t in (auto, history, lean))
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-12)
 

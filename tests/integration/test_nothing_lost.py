@@ -100,8 +100,12 @@ def test_figures_interrupted_keeps_the_previous_run(tmp_path, monkeypatch):
         (FINITE, ["optim.steps=12"], 7),  # mid-way through the one evolve call
         (LIMIT, ["optim.steps=8"], 5),  # the particle limit
         ("sweep", [], 9),  # a sweep: completed cells are reused, the interrupted one continues
+        # the history form's state (its factors and filled-column count) in the checkpoint
+        pytest.param(
+            LIMIT, ["optim.steps=8", "limit.storage='history'"], 5, marks=pytest.mark.slow
+        ),
     ],
-    ids=["finite", "limit", "sweep"],
+    ids=["finite", "limit", "sweep", "limit_history"],
 )
 def test_kill_and_resume_equals_the_uninterrupted_run(
     tmp_path, capsys, monkeypatch, cfg_path, sets, stop_after

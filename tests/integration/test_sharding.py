@@ -36,6 +36,8 @@ runs = {
     "limit_b_lean": (run_limit, "configs/smoke/limit.toml",
                      ["seeds=8", "optim.steps=3", "limit.coupling='decoupled'",
                       "limit.storage='lean'"]),
+    "limit_one_history": (run_limit, "configs/smoke/limit.toml",
+                          ["seeds=1", "optim.steps=3", "limit.storage='history'"]),
     "kernel": (run_limit, "configs/smoke/limit.toml",
                ["seeds=2", "optim.steps=2", "limit.method='kernel'", "limit.particles=256",
                 "output.ntk=false", "output.kernels=false"]),
@@ -73,11 +75,14 @@ def test_an_ensemble_sharded_over_8_devices_equals_one_device():
     assert out["limit"]["mesh"]["axes"] == {"members": 4, "particles": 2}
     assert out["limit_one"]["mesh"]["axes"] == {"members": 1, "particles": 8}  # one system
     assert out["limit_b_lean"]["mesh"]["axes"] == {"members": 8}  # mode B, lean particles
+    # one system in the history form: its factors' particle rows over 8 devices
+    assert out["limit_one_history"]["mesh"]["axes"] == {"members": 1, "particles": 8}
     for name in (
         "finite",
         "limit",
         "limit_one",
         "limit_b_lean",
+        "limit_one_history",
         "kernel",
     ):  # kernel: solved per member
         assert out[name]["one"].get("devices", 1) == 1
