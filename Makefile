@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_limit.py
 	$(BIN)/python scripts/bench_kernel.py
 	$(BIN)/python scripts/bench_ensemble.py
+	$(BIN)/python scripts/bench_sharding.py
 
 # every figure of the project from configs/figures (smoke: minutes on 2 CPU cores)
 figures: $(STAMP)

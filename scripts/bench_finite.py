@@ -8,7 +8,8 @@ The model is a one-layer depth-muP ReLU ResNet (docs/math §1.1), trained by ful
 for every tensor θ ∈ {U, W, v}. nfd runs it through the step of its training loop (`evolve`'s jitted,
 donating `_step` of a `FiniteNetwork`: an ensemble of one, with f(θ(0)) centring off so the loss is
 the plain one above); the reference is the same math in
-plain PyTorch tensors. Both start from the same weights and the same data, and a tiny float64 run
+plain PyTorch tensors, run eagerly and with `torch.compile` of its forward (whose backward
+AOTAutograd compiles too; `--no-compile` skips it). Both start from the same weights and the same data, and a tiny float64 run
 checks once that one step of each gives the same loss and the same updated f.
 
 FLOPs are counted analytically (matmuls only): forward ``2 P N (L N + D + C)``, backward twice that,
@@ -129,7 +130,7 @@ def _nfd_weights(s: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class _TorchResNet:
     """The same network and SGD step as plain tensors with ``requires_grad``."""
 
-    def __init__(self, U, W, v, param):
+    def __init__(self, U, W, v, param, *, compiled: bool = False):
         self.U = torch.tensor(U, requires_grad=True)
         self.Ws = [torch.tensor(w, requires_grad=True) for w in W]  # one tensor per block
         self.v = torch.tensor(v, requires_grad=True)
@@ -138,6 +139,8 @@ class _TorchResNet:
         self.sigma_in, self.gamma0 = float(param.sigma_in), float(param.gamma0)
         self.branch = float(param.beta) / L**0.5
         self.lr = LR * self.gamma0**2 * n  # η0 γ0² N on every tensor (depth-muP: m_θ = 1)
+        # torch.compile of the forward: AOTAutograd traces and compiles its backward too
+        self._forward = torch.compile(self.forward) if compiled else self.forward
 
     def forward(self, x):
         relu = torch.relu
@@ -148,7 +151,7 @@ class _TorchResNet:
         return relu(h) @ self.v / (self.gamma0 * self.n)  # (P, C)
 
     def step(self, x, y):
-        f = self.forward(x)
+        f = self._forward(x)
         loss = 0.5 * ((f - y) ** 2).sum(dim=-1).mean()
         loss.backward()
         with torch.no_grad():
@@ -224,6 +227,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--points", type=int, default=256, help="P (full batch)")
     parser.add_argument("--steps", type=int, default=20, help="timed calls of each (median)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile)")
+    parser.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="skip torch.compile"
+    )
     args = parser.parse_args(argv)
     n, L, P = args.width, args.depth, args.points
     threads = os.cpu_count() or 1
@@ -256,6 +262,9 @@ def main(argv=None) -> dict:
         ref = _TorchResNet(*weights0, nfd.DepthMuP())
         x, y = torch.tensor(np.asarray(s["points"].x)), torch.tensor(np.asarray(s["points"].y))
         cases.append(("plain torch step", lambda: ref.step(x, y), flops))
+        if args.compile:
+            comp = _TorchResNet(*weights0, nfd.DepthMuP(), compiled=True)
+            cases.append(("torch.compile step", lambda: comp.step(x, y), flops))
     cases.append(("jax.jit matmul chain", _jax_matmul(n, L, P), mm_flops))
     if torch is not None:
         cases.append(("torch matmul chain", _torch_matmul(n, L, P), mm_flops))
@@ -269,6 +278,7 @@ def main(argv=None) -> dict:
     keys = {
         "nfd loop step": "nfd",
         "plain torch step": "torch",
+        "torch.compile step": "torch_compile",
         "jax.jit matmul chain": "jax_matmul",
         "torch matmul chain": "torch_matmul",
     }
@@ -288,6 +298,9 @@ def main(argv=None) -> dict:
             f"nfd / torch step time: {out['ratio']:.2f}× (medians), {best_ratio:.2f}× (minima); "
             f"{args.steps} interleaved steps after {args.warmup} warm-up"
         )
+        if "torch_compile_s" in out:
+            out["ratio_compile"] = out["nfd_s"] / out["torch_compile_s"]
+            print(f"nfd / torch.compile step time: {out['ratio_compile']:.2f}× (medians)")
     print(f"1-min load average {load0:.2f} before, {load1:.2f} after timing")
     if load0 > 0.5:
         print("  warning: the machine was busy before timing; other processes share these cores")
