@@ -23,6 +23,13 @@ from ..limit import MatrixParticles
 # the particle estimate is checked against its buffer assignment to 20 %, mostly from above)
 MEMORY_FRACTION = 0.9
 
+# on one CPU device, members whose training step costs more than this many FLOPs run one at a
+# time: one such member already keeps every core busy, and a vmapped ensemble of them costs more
+# than its members alone (scripts/bench_ensemble.py on 2 cores, tanh L = 8, 48 points: 16 members
+# in one batch cost 0.55× sixteen singles at n = 128, 38 MFLOP per member step, but 1.4–1.5× at
+# n = 256 and 512, 0.15–0.6 GFLOP, where one at a time costs 1.0×)
+CPU_ALONE_FLOPS = 1e8
+
 # the config keys that set the size of one member, per kind of dynamics (named in a refusal)
 FINITE_SIZE_KEYS = ("model.width", "model.depth", "task.n_train", "task.n_test")
 LIMIT_SIZE_KEYS = ("limit.particles", "limit.layer_steps", "model.depth", "task.n_train")
@@ -58,11 +65,18 @@ def plan_members(
     M = getattr(dynamics, "num_particles", None)
     if chunk < 1 and have is not None and M and devices > 1:  # one member over several devices
         chunk = _particle_split_chunk(members, M, devices, per, MEMORY_FRACTION * have)
+    flops = dynamics.step_flops(points, batch) or 0.0
+    alone = chunk > 1 and _runs_alone(flops)
+    chunk = 1 if alone else chunk
     if not quiet or chunk < members:
         have_txt = f"{have / 2**30:.1f} GiB available" if have else "available memory unknown"
-        flops = dynamics.step_flops(points, batch)
         cost = f", ~{members * flops / 1e9:.1f} GFLOP per training step" if flops else ""
         plan = "" if chunk >= members else f"; runs in chunks of {max(chunk, 1)} members"
+        if alone:
+            plan = (
+                f"; runs its members one at a time (one member's step, {flops / 1e9:.2f} GFLOP, "
+                f"keeps this CPU busy: a vmapped batch of them would cost more)"
+            )
         print(
             f"{type(dynamics).__name__}: members={members} points={points.num_points}: estimated "
             f"memory {members * per / 2**30:.2f} GiB ({have_txt}){cost}{plan}",
@@ -77,6 +91,13 @@ def plan_members(
             "reduce " + ", ".join(size_keys),
         )
     return chunk
+
+
+def _runs_alone(flops: float) -> bool:
+    """Whether members of ``flops`` per training step run one at a time (`CPU_ALONE_FLOPS`):
+    on a single CPU device only (accelerators and meshes keep their batches)."""
+    cpu = jax.devices()[0].platform == "cpu"
+    return cpu and max_devices() == 1 and flops > CPU_ALONE_FLOPS
 
 
 def _particle_split_chunk(members: int, M: int, devices: int, per: int, budget: float) -> int:

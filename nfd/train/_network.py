@@ -174,6 +174,13 @@ class FiniteNetwork(AbstractDynamics):
         per = 4 * mats + 4 * (L + 1) * N * Pts * (1 + points.out_dim)
         return int(members * per * itemsize)
 
+    def step_flops(self, points: Points, batch: int) -> float:
+        """Matmul FLOPs of one training step: the forward pass of the batch and its backward
+        pass (twice the forward's), ``6 b N (L m N + D + C)`` for ``m`` matrices per block."""
+        N, L = self.width, self.depth
+        mats = len(self.block.matrices)
+        return 6.0 * batch * N * (L * mats * N + points.in_dim + points.out_dim)
+
 
 def _own_movements(model: ResNet, model0: ResNet, h, z) -> dict[str, Array]:
     """Each block's own update ``b ΔW_ℓ φ(h_ℓ)/sqrt(N)`` (``b`` times ``c_φ`` without skips) (two-layer: ``b ΔW2_ℓ φ(z_ℓ)/sqrt(N)``,

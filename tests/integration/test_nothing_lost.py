@@ -183,6 +183,33 @@ def test_a_limit_ensemble_that_does_not_fit_runs_in_chunks(monkeypatch, capsys):
         )
 
 
+def test_heavy_members_on_one_cpu_run_one_at_a_time(monkeypatch, capsys):
+    """Members whose step exceeds `CPU_ALONE_FLOPS` run one at a time on a single CPU device
+    (bench_ensemble: a vmapped batch of them costs more than its members alone), with the numbers
+    of one vmapped batch: members never interact; the batched and unbatched matmuls may round
+    differently (float64, 4 steps: 1e-12)."""
+    from nfd.experiments import run_finite
+    from nfd.train import FiniteNetwork
+
+    cfg = config.load(FINITE, ["precision='float64'", "seeds=3", "optim.steps=4"])
+    task = build_task(cfg, key=run_keys(cfg)["task"])
+    net = config.build_network(cfg)
+    assert isinstance(net, FiniteNetwork)
+    batch = cfg.optim.batch_size or task.n_train
+    # the counted FLOPs: forward and backward matmuls of the batch, 6 b N (L N + D + C)
+    n, L = cfg.model.width, cfg.model.depth
+    flops = 6 * batch * n * (L * n + task.x_train.shape[-1] + task.y_train.shape[-1])
+    assert net.step_flops(Points.from_task(task), batch) == flops
+    whole = run_finite(cfg, progress=False)
+    monkeypatch.setattr(_plan, "CPU_ALONE_FLOPS", flops - 1)
+    alone = run_finite(cfg, progress=False)
+    assert "runs its members one at a time" in capsys.readouterr().err
+    for name in ("f_train", "f_test", "loss_train", "h_rms", "status"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(alone, name)), np.asarray(getattr(whole, name)), rtol=1e-12
+        )
+
+
 @pytest.mark.parametrize(
     "cfg_path,sets,key",
     [
