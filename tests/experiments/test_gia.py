@@ -309,7 +309,6 @@ def test_notebook_runs_the_smoke_config_through_the_gallery(smoke_run):
         assert (smoke_run.path / f"{name}.png").stat().st_size > 10_000
     report = (smoke_run.path / "report.md").read_text()
     assert "### Verdict" in report and "In one sentence" in report
-    assert smoke_run.meta["timings"]["wall_s"] < 60
 
 
 def test_replot_draws_identical_figures_from_the_saved_run(smoke_run):

@@ -205,9 +205,9 @@ def test_heavy_members_on_one_cpu_run_one_at_a_time(monkeypatch, capsys):
     alone = run_finite(cfg, progress=False)
     assert "runs its members one at a time" in capsys.readouterr().err
     for name in ("f_train", "f_test", "loss_train", "h_rms", "status"):
-        np.testing.assert_allclose(
-            np.asarray(getattr(alone, name)), np.asarray(getattr(whole, name)), rtol=1e-12
-        )
+        a, b = np.asarray(getattr(alone, name)), np.asarray(getattr(whole, name))
+        # relative to the array's scale: f(t = 0) is 0 by centring, up to rounding (~1e-17)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.max(np.abs(b)))
 
 
 @pytest.mark.parametrize(
