@@ -114,6 +114,7 @@ from ..dynamics import AbstractPathDynamics, Observables, PathSolution, Points, 
 from ..nn import AbstractActivation, AbstractLoss, AbstractReadout, FeatureReadout
 from ..param import AbstractBackwardWeights, AbstractBlock, AbstractParameterization, OneLayer
 from ._checks import check_layer_steps, check_one_layer
+from ._fixed_point_causal import causal_init
 from ._fixed_point_sweep import (
     HIGHEST,
     Draws,
@@ -184,6 +185,11 @@ class KernelFixedPoint(AbstractPathDynamics):
         orthogonalize: orthonormalise the normal draws over samples (moment matching; needs
             ``S ≥ D + C + K N (1 + C)``); ``None``: do so exactly when ``S`` is that large, else
             draw plain normals (the config's choice: deep runs at moderate ``S`` stay possible).
+        start: the first iterate: ``"tiled"`` (the ``t = 0`` kernels at every pair of steps, from
+            which the damped iteration needs some 30–40 map evaluations; the reference) or
+            ``"causal"`` (`nfd.limit._fixed_point_causal`: the fixed point of the sampled map built
+            in one causal pass, up to the jitter's scale; the first map evaluation checks it, and
+            the iteration goes on from it while the residual is above ``tol``).
         draw_refinement: ``r``: draw the normals of ``r K`` layer steps and give step ``k`` the
             normalised sum ``(z_{rk} + … + z_{rk+r−1})/√r`` (same law). Runs at ``K`` with
             ``r = 2`` and at ``2K`` with ``r = 1`` from the same key share one Brownian path in
@@ -209,6 +215,7 @@ class KernelFixedPoint(AbstractPathDynamics):
     stein_tol: float = eqx.field(default=1e-6, static=True)
     orthogonalize: bool | None = eqx.field(default=True, static=True)
     draw_refinement: int = eqx.field(default=1, static=True)
+    start: str = eqx.field(default="tiled", static=True)
 
     deterministic: ClassVar[bool] = False
 
@@ -223,6 +230,8 @@ class KernelFixedPoint(AbstractPathDynamics):
             raise ValueError(
                 f"draw_refinement must be an integer >= 1, got {self.draw_refinement}."
             )
+        if self.start not in ("tiled", "causal"):
+            raise ValueError(f"start must be 'tiled' or 'causal', got {self.start!r}.")
         if self.max_iter < 1 or not self.tol > 0:
             raise ValueError(f"need max_iter >= 1 and tol > 0, got {self.max_iter}, {self.tol}.")
         self.param.check_block(self.block)
@@ -350,7 +359,12 @@ def _solve_path(
     pad = schedule[-1:] if T > 0 else jnp.zeros((1, schedule.shape[1]), schedule.dtype)
     rows = jnp.concatenate([schedule, pad]).astype(jnp.int32)  # the batch of t = 0..T
     draws = draw(dyn, points, T, key=key)
-    loop = _iterate(dyn, points, lr, rows, draws, tiled_init(dyn, points, T), jitter)
+    init = tiled_init(dyn, points, T)
+    if dyn.start == "causal":  # the tiled start where the pass is not finite (a diverging member)
+        causal = causal_init(dyn, points, lr, rows, draws, jitter)
+        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(causal)]))
+        init = jax.tree.map(lambda a, b: jnp.where(ok, a, b), causal, init)
+    loop = _iterate(dyn, points, lr, rows, draws, init, jitter)
     sw = loop.sweep
     obs = _observables(dyn, points, lr, saveat, draws, loop.used, sw, jitter)
     finite = jnp.all(jnp.isfinite(sw.f), axis=(1, 2)) & jnp.all(jnp.isfinite(sw.h), axis=(1, 2, 3))
