@@ -137,66 +137,30 @@ class _Pass:
         self.mode_a = not dyn.coupling.decoupled
 
     def step(self, carry, xs):
-        dyn, points, draws = self.dyn, self.points, self.draws
+        dyn, points = self.dyn, self.points
         Lp, Lg, ph_h, g_h, Phi, G, R, D, gc0, c_hist, v, f_ntk, F0 = carry
         t, idx = xs
         K, S, N = dyn.num_layer_steps, dyn.num_samples, self.N
         P, C = points.y.shape
-        PC, T1 = P * C, N // P
         c_prev = c_hist.reshape(N, C)  # c(s) of the steps done, zeros from t on
         _, weights, eg = coefficients(dyn, self.lr)
-        phi_diag = jnp.diagonal(Phi, axis1=1, axis2=2)
         g_diag = jnp.diagonal(G, axis1=1, axis2=2)
-
-        # forward over layer steps: h_{k+1}(t) from Φ_k(·, t) and R_k(t, ·) as they are formed
-        h0 = draws.u + weights["U"] * eg * _mm(gc0, points.kx)
-        fwd_xs = (Lp, ph_h[:K], phi_diag[:K], draws.z_xi, draws.z_rho, Lg, g_h[1:], g_diag[1:])
-        hK, (hs, cols, rows, R_rows) = lax.scan(
-            lambda h, x: self._forward(h, x, t, c_prev), h0, fwd_xs
-        )
-        pK = dyn.activation(hK)
-        ph_K = lax.dynamic_update_slice_in_dim(ph_h[K], pK, t * P, axis=1)
-        h = jnp.concatenate([jnp.swapaxes(hs, 0, 1), hK[:, None]], axis=1)  # (S, K+1, P)
+        h0 = self.draws.u + weights["U"] * eg * _mm(gc0, points.kx)
+        h, Lp, ph_h, Phi, R_rows = self._forward_pass(h0, t, c_prev, Lp, Lg, ph_h, g_h, Phi, g_diag)
         ph, dph = dyn.activation(h), dyn.activation.deriv(h)
-        cols = jnp.concatenate([cols, (_mm(ph_K.T, pK) / S)[None]])  # Φ_k(·, t), k = 0..K
-        Lp = lax.dynamic_update_slice_in_dim(Lp, rows, t * P, axis=1)
-        ph_h = lax.dynamic_update_slice_in_dim(ph_h, jnp.swapaxes(ph, 0, 1), t * P, axis=2)
-        Phi = _put_column(Phi, cols, t * P)
 
         # readout and error signal (as `sweep`)
-        F = _mm(pK.T, v) / S
+        F = _mm(ph[:, K].T, v) / S
         F0 = jnp.where(t == 0, F, F0)
         f = dyn.readout.predict((F - F0) / dyn.param.gamma0, f_ntk)
         c = nn.error_signal(dyn.loss, f, points.y, idx)
-        c = jnp.where(t < T1 - 1, c, jnp.zeros_like(c))
+        c = jnp.where(t < N // P - 1, c, jnp.zeros_like(c))
 
-        # backward over layer steps: g_k(t) from G_{k+1}(·, t) and D_k(t, ·) as they are formed
         gK = dph[:, K, :, None] * v[:, None, :]
-        phi_diag = jnp.diagonal(Phi, axis1=1, axis2=2)  # now with step t
-        dph_k = jnp.swapaxes(dph[:, :K], 0, 1)
-        bwd_xs = (
-            Lg,
-            g_h[1:],
-            g_diag[1:],
-            draws.z_rho,
-            Lp,
-            ph_h[:K],
-            phi_diag[:K],
-            draws.z_xi,
-            dph_k,
-        )
-        g0, (gs, gcols, grows, D_rows) = lax.scan(
-            lambda g, x: self._backward(g, x, t, c_prev), gK, bwd_xs, reverse=True
-        )
-        g = jnp.concatenate([g0[:, None], jnp.swapaxes(gs, 0, 1)], axis=1)  # (S, K+1, P, C)
-        g_new = jnp.swapaxes(g.reshape(S, K + 1, PC), 0, 1)
-        g_h = lax.dynamic_update_slice_in_dim(g_h, g_new, t * PC, axis=2)
-        gcols = jnp.concatenate([(_mm(g_h[0].T, g_new[0]) / S)[None], gcols])  # G_k(·, t)
-        Lg = lax.dynamic_update_slice_in_dim(Lg, grows, t * PC, axis=1)
-        G = _put_column(G, gcols, t * PC)
+        g, Lg, g_h, G, D_rows = self._backward_pass(gK, t, c_prev, dph, Lp, Lg, ph_h, g_h, Phi, G)
         if self.mode_a:
             R = lax.dynamic_update_slice_in_dim(R, R_rows, t * P, axis=1)
-            D = lax.dynamic_update_slice_in_dim(D, D_rows, t * PC, axis=1)
+            D = lax.dynamic_update_slice_in_dim(D, D_rows, t * P * C, axis=1)
 
         # the step's updates (as `sweep`)
         gc = jnp.einsum("ikpa,pa->ikp", g, c, precision=HIGHEST)
@@ -207,8 +171,46 @@ class _Pass:
         )
         v = v + weights["v"] * eg * _mm(ph[:, K], c)
         gc0 = gc0 + gc[:, 0]
-        c_hist = lax.dynamic_update_slice_in_dim(c_hist, c.reshape(-1), t * PC, axis=0)
+        c_hist = lax.dynamic_update_slice_in_dim(c_hist, c.reshape(-1), t * P * C, axis=0)
         return (Lp, Lg, ph_h, g_h, Phi, G, R, D, gc0, c_hist, v, f_ntk, F0), None
+
+    def _forward_pass(self, h0, t, c_prev, Lp, Lg, ph_h, g_h, Phi, g_diag):
+        """Step ``t``'s forward over layer steps, forming ``Φ_k(·, t)``, the factor rows and
+        ``R_k(t, ·)`` as it goes: ``h`` ``(S, K+1, P)`` and the updated ``Lp``, ``ph_h``, ``Phi``."""
+        dyn, draws = self.dyn, self.draws
+        K, S = dyn.num_layer_steps, dyn.num_samples
+        P = h0.shape[1]
+        phi_diag = jnp.diagonal(Phi, axis1=1, axis2=2)
+        xs = (Lp, ph_h[:K], phi_diag[:K], draws.z_xi, draws.z_rho, Lg, g_h[1:], g_diag[1:])
+        hK, (hs, cols, rows, R_rows) = lax.scan(lambda h, x: self._forward(h, x, t, c_prev), h0, xs)
+        h = jnp.concatenate([jnp.swapaxes(hs, 0, 1), hK[:, None]], axis=1)  # (S, K+1, P)
+        pK = dyn.activation(hK)
+        ph_K = lax.dynamic_update_slice_in_dim(ph_h[K], pK, t * P, axis=1)
+        cols = jnp.concatenate([cols, (_mm(ph_K.T, pK) / S)[None]])  # Φ_k(·, t), k = 0..K
+        Lp = lax.dynamic_update_slice_in_dim(Lp, rows, t * P, axis=1)
+        ph = jnp.swapaxes(dyn.activation(h), 0, 1)
+        ph_h = lax.dynamic_update_slice_in_dim(ph_h, ph, t * P, axis=2)
+        return h, Lp, ph_h, _put_column(Phi, cols, t * P), R_rows
+
+    def _backward_pass(self, gK, t, c_prev, dph, Lp, Lg, ph_h, g_h, Phi, G):
+        """Step ``t``'s backward over layer steps, forming ``G_{k+1}(·, t)``, the factor rows and
+        ``D_k(t, ·)`` as it goes: ``g`` ``(S, K+1, P, C)`` and the updated ``Lg``, ``g_h``, ``G``."""
+        dyn, draws = self.dyn, self.draws
+        K, S = dyn.num_layer_steps, dyn.num_samples
+        _, P, C = gK.shape
+        phi_diag = jnp.diagonal(Phi, axis1=1, axis2=2)  # with step t
+        g_diag = jnp.diagonal(G, axis1=1, axis2=2)
+        dph_k = jnp.swapaxes(dph[:, :K], 0, 1)
+        xs = (Lg, g_h[1:], g_diag[1:], draws.z_rho, Lp, ph_h[:K], phi_diag[:K], draws.z_xi, dph_k)
+        g0, (gs, gcols, grows, D_rows) = lax.scan(
+            lambda g, x: self._backward(g, x, t, c_prev), gK, xs, reverse=True
+        )
+        g = jnp.concatenate([g0[:, None], jnp.swapaxes(gs, 0, 1)], axis=1)  # (S, K+1, P, C)
+        g_new = jnp.swapaxes(g.reshape(S, K + 1, P * C), 0, 1)
+        g_h = lax.dynamic_update_slice_in_dim(g_h, g_new, t * P * C, axis=2)
+        gcols = jnp.concatenate([(_mm(g_h[0].T, g_new[0]) / S)[None], gcols])  # G_k(·, t)
+        Lg = lax.dynamic_update_slice_in_dim(Lg, grows, t * P * C, axis=1)
+        return g, Lg, g_h, _put_column(G, gcols, t * P * C), D_rows
 
     def _forward(self, h, xs, t, c_prev):
         """Layer step ``k`` of the forward pass at step ``t``: ``h_k(t) → h_{k+1}(t)``."""
