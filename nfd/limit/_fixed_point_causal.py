@@ -22,8 +22,9 @@ map, with one difference: the relative jitter ``ε`` of the rows of step ``t`` i
 diagonal of the steps ``≤ t`` (which are known) instead of all steps, a change of relative size
 ``O(jitter)``. `_iterate` starts from it, and its first map evaluation checks it: the residual and
 the stopping rule are the iteration's own, so a start that is not the fixed point is iterated on,
-never reported as converged. Its cost is about one map evaluation (the same products, one layer
-step at a time), against the 30–40 evaluations of the damped iteration from the tiled start.
+never reported as converged. Its cost is that of one to two map evaluations (the same products,
+one layer step at a time: 0.34 s at K = 64, S = 256, N = 88 on 2 CPU cores, ~30% of it the
+triangular solves), against the 30–40 evaluations of the damped iteration from the tiled start.
 """
 
 from typing import TYPE_CHECKING
