@@ -4,7 +4,10 @@ The target is ``f(t)`` of the n = ∞ standard network (mode A, readout P2) over
 (P = 8 points, T = 10 steps, L = 64, tanh), to a relative RMS error ``--target`` (1e-3). Measured
 in one run, on the same machine and task:
 
-  (a) the kernel fixed point (`limit.method = "kernel"`): one unit = one draw set of S samples;
+  (a) the kernel fixed point (`limit.method = "kernel"`): one unit = one draw set of S samples,
+      started as configured (the causal pass, `KernelFixedPoint.start = "causal"`); with
+      ``--reference`` also from the tiled start with the damped iteration (the reference, and the
+      method before the causal start; same fixed point, the iteration counts are printed);
   (b) random-matrix particles with Richardson in M: one unit = a run at M and one at 2M,
       estimate ``2 f(2M) − f(M)``;
   (c) finite networks extrapolated in n: one unit = one antithetic pair at each of three widths,
@@ -17,19 +20,23 @@ mean f²)``, so the time to accuracy is ``E' · (time per unit)``. Only the Mont
 counted (the remaining biases are O(1/S), O(1/M²) and O(1/n²)); the ratios (b)/(a) and (c)/(a)
 are the result (goal of the issue: (b)/(a) ≥ 10).
 
-    .venv/bin/python scripts/bench_kernel.py                  # ~5 min on 2 CPU cores
+    .venv/bin/python scripts/bench_kernel.py                  # ~3 min on 2 CPU cores
+    .venv/bin/python scripts/bench_kernel.py --reference 0.7  # + the tiled start: ~5 min
     .venv/bin/python scripts/bench_kernel.py --depth 16 --units 3   # a quick look
 """
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 import nfd
+from nfd.config._limits import LIMITS
 from nfd.experiments import run_finite, run_limit
 
 
@@ -58,10 +65,30 @@ def _timed(run: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
     return out, time.perf_counter() - t0
 
 
-def _limit(cfg, method: str, size: int, units: int, seed: int) -> tuple[np.ndarray, float]:
-    lim = dataclasses.replace(cfg.limit, method=method, particles=size)
+def _limit(
+    cfg, method: str, size: int, units: int, seed: int, **limit
+) -> tuple[np.ndarray, float, Any]:
+    lim = dataclasses.replace(cfg.limit, method=method, particles=size, **limit)
     c = dataclasses.replace(cfg, limit=lim, seeds=units, seed=seed)
-    return _timed(lambda: _f(run_limit(c, quiet=True, progress=False)))
+    last = {}
+
+    def run() -> np.ndarray:
+        last["traj"] = run_limit(c, quiet=True, progress=False)
+        return _f(last["traj"])
+
+    f, t = _timed(run)
+    return f, t, last["traj"].info
+
+
+@contextlib.contextmanager
+def _kernel_start(start: str):
+    """`limit.method = "kernel"` built with ``start`` (the config has no key for it)."""
+    build = LIMITS["kernel"]
+    LIMITS["kernel"] = lambda cfg, **kw: dataclasses.replace(build(cfg, **kw), start=start)
+    try:
+        yield
+    finally:
+        LIMITS["kernel"] = build
 
 
 def _finite(cfg, width: int, units: int, seed: int) -> tuple[np.ndarray, float]:
@@ -91,6 +118,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--particles", type=int, default=256, help="M (and 2M)")
     parser.add_argument("--widths", type=int, nargs=3, default=(64, 128, 256))
     parser.add_argument("--target", type=float, default=1e-3)
+    parser.add_argument(
+        "--reference",
+        type=float,
+        nargs="*",
+        default=(),
+        help="also time (a) from the tiled start at these dampings λ (the config's is 0.7)",
+    )
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     cfg = _config(args)
@@ -101,20 +135,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         flush=True,
     )
 
-    fk, tk = _limit(cfg, "kernel", args.samples, E, seed=1)
-    scale2 = float(np.mean(fk.mean(0) ** 2))  # mean f² over the trajectory (the RMS scale)
-    times = {
-        "kernel": _report(
-            f"(a) kernel, S = {args.samples}",
+    times: dict[str, float] = {}
+    scale2 = 0.0
+    runs = [("kernel", "causal", cfg.limit.damping)]
+    runs += [(f"kernel, tiled, λ={lam:g}", "tiled", lam) for lam in args.reference]
+    for name, start, lam in runs:
+        with _kernel_start(start):
+            fk, tk, info = _limit(cfg, "kernel", args.samples, E, seed=1, damping=lam)
+        if not scale2:
+            scale2 = float(np.mean(fk.mean(0) ** 2))  # mean f² over the trajectory (RMS scale)
+        its = "/".join(map(str, np.asarray(info.iterations).ravel().tolist()))
+        times[name] = _report(
+            f"(a) kernel, S = {args.samples}, {start} start, λ = {lam:g} ({its} it.)",
             float(np.mean(fk.var(0, ddof=1))),
             tk / E,
             scale2,
             args.target,
         )
-    }
 
-    f1, t1 = _limit(cfg, "particles", M, E, seed=2)
-    f2, t2 = _limit(cfg, "particles", 2 * M, E, seed=3)
+    f1, t1, _ = _limit(cfg, "particles", M, E, seed=2)
+    f2, t2, _ = _limit(cfg, "particles", 2 * M, E, seed=3)
     var_r = float(np.mean(4 * f2.var(0, ddof=1) + f1.var(0, ddof=1)))
     times["particles"] = _report(
         f"(b) particles, Richardson M = {M}, {2 * M}", var_r, (t1 + t2) / E, scale2, args.target
@@ -135,11 +175,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         scale2,
         args.target,
     )
-    print(
-        f"time-to-accuracy ratios: particles/kernel {times['particles'] / times['kernel']:.3g}"
-        f" (goal >= 10), finite/kernel {times['finite'] / times['kernel']:.3g}",
-        flush=True,
-    )
+    for name in [k for k in times if k.startswith("kernel")]:
+        print(
+            f"time-to-accuracy ratios ({name}): particles/kernel "
+            f"{times['particles'] / times[name]:.3g} (goal >= 10), finite/kernel "
+            f"{times['finite'] / times[name]:.3g}",
+            flush=True,
+        )
     return times
 
 

@@ -89,7 +89,10 @@ stops on the change of the *damped* iterate entry by entry, ``|y − y_new| ≤ 
 not on the per-layer relative change ``max|X_new − X| / max|X|`` of the map, and keeps no residual
 history. On the same draws it stopped after 16 and 25 map evaluations instead of 11 and 12
 (``rtol = tol``, ``atol = 0``; ``f`` moved by 1e-6), or with ``atol = rtol = tol`` at a state whose
-residual is 1.8e-4 > ``tol`` (C = 3).
+residual is 1.8e-4 > ``tol`` (C = 3). It starts from the tiled ``t = 0`` kernels (``start =
+"tiled"``, the reference: 30–40 map evaluations at K = 64, T = 10, the error front moving through the
+steps) or from the causal pass's fixed point (``"causal"``, `nfd.limit._fixed_point_causal`, the
+config's choice: about one map evaluation's cost, then usually one evaluation to confirm it).
 
 Not supported: two-layer blocks, Adam.
 Cost per iteration ``O(K N³ (1 + C³) + S K N² (1 + C²))`` (factors and moments) plus
@@ -105,13 +108,16 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from threadpoolctl import threadpool_limits
 
 from .. import nn
 from ..dynamics import AbstractPathDynamics, Observables, PathSolution, Points, SaveAt, Trajectory
 from ..nn import AbstractActivation, AbstractLoss, AbstractReadout, FeatureReadout
 from ..param import AbstractBackwardWeights, AbstractBlock, AbstractParameterization, OneLayer
 from ._checks import check_layer_steps, check_one_layer
+from ._fixed_point_causal import causal_init
 from ._fixed_point_sweep import (
     HIGHEST,
     Draws,
@@ -182,6 +188,11 @@ class KernelFixedPoint(AbstractPathDynamics):
         orthogonalize: orthonormalise the normal draws over samples (moment matching; needs
             ``S ≥ D + C + K N (1 + C)``); ``None``: do so exactly when ``S`` is that large, else
             draw plain normals (the config's choice: deep runs at moderate ``S`` stay possible).
+        start: the first iterate: ``"tiled"`` (the ``t = 0`` kernels at every pair of steps, from
+            which the damped iteration needs some 30–40 map evaluations; the reference) or
+            ``"causal"`` (`nfd.limit._fixed_point_causal`: the fixed point of the sampled map built
+            in one causal pass, up to the jitter's scale; the first map evaluation checks it, and
+            the iteration goes on from it while the residual is above ``tol``).
         draw_refinement: ``r``: draw the normals of ``r K`` layer steps and give step ``k`` the
             normalised sum ``(z_{rk} + … + z_{rk+r−1})/√r`` (same law). Runs at ``K`` with
             ``r = 2`` and at ``2K`` with ``r = 1`` from the same key share one Brownian path in
@@ -207,6 +218,7 @@ class KernelFixedPoint(AbstractPathDynamics):
     stein_tol: float = eqx.field(default=1e-6, static=True)
     orthogonalize: bool | None = eqx.field(default=True, static=True)
     draw_refinement: int = eqx.field(default=1, static=True)
+    start: str = eqx.field(default="tiled", static=True)
 
     deterministic: ClassVar[bool] = False
 
@@ -221,6 +233,8 @@ class KernelFixedPoint(AbstractPathDynamics):
             raise ValueError(
                 f"draw_refinement must be an integer >= 1, got {self.draw_refinement}."
             )
+        if self.start not in ("tiled", "causal"):
+            raise ValueError(f"start must be 'tiled' or 'causal', got {self.start!r}.")
         if self.max_iter < 1 or not self.tol > 0:
             raise ValueError(f"need max_iter >= 1 and tol > 0, got {self.max_iter}, {self.tol}.")
         self.param.check_block(self.block)
@@ -260,9 +274,11 @@ class KernelFixedPoint(AbstractPathDynamics):
         jitter = self.jitter
         if jitter is None:
             jitter = 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5
-        return _solve_path(
-            dyn, points, jnp.asarray(lr, dtype), schedule, saveat, key, float(jitter)
-        )
+        with threadpool_limits(limits=1, user_api="blas"):
+            sol = _solve_path(
+                dyn, points, jnp.asarray(lr, dtype), schedule, saveat, key, float(jitter)
+            )
+            return _wait(sol)
 
     def draw_columns(self, points: Points, num_steps: int) -> int:
         """Standard normals per sample of one member's draw, ``D + C + r K N (1 + C)`` with
@@ -295,6 +311,19 @@ class KernelFixedPoint(AbstractPathDynamics):
                 f"max_iter {self.max_iter})"
             )
         return line
+
+
+def _wait(sol: PathSolution) -> PathSolution:
+    """``sol`` once computed (under a trace, as is): the BLAS limit of `KernelFixedPoint.solve`
+    must cover the computation, which JAX dispatches asynchronously.
+
+    The LAPACK calls of an iteration (Cholesky factors, the Stein weights' triangular solves) are
+    small; with OpenBLAS's own threads beside XLA's on a loaded 2-core machine they spin-waited and
+    made one draw set 2–4× slower (median 10 s instead of 2.4 s for 10 iterations at K = 64,
+    N = 88, S = 256); one BLAS thread per call costs nothing when the machine is idle."""
+    if any(isinstance(x, Tracer) for x in jax.tree.leaves(sol)):
+        return sol
+    return jax.block_until_ready(sol)
 
 
 def fixed_point_se(traj: Trajectory) -> dict[str, Array]:
@@ -333,7 +362,12 @@ def _solve_path(
     pad = schedule[-1:] if T > 0 else jnp.zeros((1, schedule.shape[1]), schedule.dtype)
     rows = jnp.concatenate([schedule, pad]).astype(jnp.int32)  # the batch of t = 0..T
     draws = draw(dyn, points, T, key=key)
-    loop = _iterate(dyn, points, lr, rows, draws, tiled_init(dyn, points, T), jitter)
+    init = tiled_init(dyn, points, T)
+    if dyn.start == "causal":  # the tiled start where the pass is not finite (a diverging member)
+        causal = causal_init(dyn, points, lr, rows, draws, jitter)
+        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(causal)]))
+        init = jax.tree.map(lambda a, b: jnp.where(ok, a, b), causal, init)
+    loop = _iterate(dyn, points, lr, rows, draws, init, jitter)
     sw = loop.sweep
     obs = _observables(dyn, points, lr, saveat, draws, loop.used, sw, jitter)
     finite = jnp.all(jnp.isfinite(sw.f), axis=(1, 2)) & jnp.all(jnp.isfinite(sw.h), axis=(1, 2, 3))

@@ -82,32 +82,34 @@ def stein_weights(
 
 
 def response_coefficients(
-    ph: Float[Array, "T1 S Kp1 Pts"],
-    g: Float[Array, "T1 S Kp1 Pts C"],
-    z_xi: Float[Array, "S K N"],
-    z_rho: Float[Array, "S K NC"],
+    ph: Float[Array, "Kp1 S N"],
+    g: Float[Array, "Kp1 S NC"],
+    z_xi: Float[Array, "K S N"],
+    z_rho: Float[Array, "K S NC"],
+    num_points: int,
 ) -> tuple[Float[Array, "K N NC"], Float[Array, "K NC N"]]:
     """Mode A's whitened coefficients of one sweep's samples (``ph = φ(h)``):
     ``R_k((t,μ); j) = E_S[φ(h_{k,μ}(t)) z^ρ_{k,j}]`` over the columns ``j`` of steps ``< t`` and
     ``D_k((t,μ,a); j) = E_S[g^a_{k+1,μ}(t) z^ξ_{k,j}]`` over those of steps ``≤ t`` (zero elsewhere);
-    rows and columns use the kernels' flat (step, point[, output]) order. Both are estimated with
-    the step-0 samples as control variates (their Stein expectations vanish)."""
-    T1, S, Kp1, P = ph.shape
-    K, C = Kp1 - 1, g.shape[-1]
-    N = T1 * P
+    rows and columns use the kernels' flat (step, point[, output]) order, as do the layer-major
+    samples ``ph = φ(h_k)``, ``g = g_k`` (``k = 0..K``). Both are estimated with the step-0 samples
+    as control variates (their Stein expectations vanish)."""
+    Kp1, S, N = ph.shape
+    K, P, C = Kp1 - 1, num_points, g.shape[-1] // N
+    T1 = N // P
     # control variates: E[φ(h_k(0)) z^ρ_k] = E[g_{k+1}(0) z^ξ_k] = 0 exactly (no forward field of
     # step 0 depends on ρ; g(0) is linear in the zero-mean v(0), ρ(0)), so subtracting the step-0
     # samples leaves the expectations and removes their O(S^-1/2) noise, which P2 would divide by γ0
-    ph = ph[:, :, :K] - ph[:1, :, :K]
-    g = g[:, :, 1:] - g[:1, :, 1:]
-    R = jnp.einsum("tikp,ikj->ktpj", ph, z_rho, precision=HIGHEST) / S
-    D = jnp.einsum("tikpa,ikj->ktpaj", g, z_xi, precision=HIGHEST) / S
-    t = jnp.arange(T1)
-    before = (jnp.arange(N * C) // (P * C))[None, :] < t[:, None]  # (T1, NC): steps s < t
-    upto = (jnp.arange(N) // P)[None, :] <= t[:, None]  # (T1, N): steps s ≤ t
-    R = jnp.where(before[None, :, None, :], R, jnp.zeros_like(R))
-    D = jnp.where(upto[None, :, None, None, :], D, jnp.zeros_like(D))
-    return R.reshape(K, N, N * C), D.reshape(K, N * C, N)
+    ph = ph[:K] - jnp.tile(ph[:K, :, :P], (1, 1, T1))
+    g = g[1:] - jnp.tile(g[1:, :, : P * C], (1, 1, T1))
+    R = jnp.matmul(jnp.swapaxes(ph, 1, 2), z_rho, precision=HIGHEST) / S  # (K, N, NC)
+    D = jnp.matmul(jnp.swapaxes(g, 1, 2), z_xi, precision=HIGHEST) / S  # (K, NC, N)
+    step_n, step_nc = jnp.arange(N) // P, jnp.arange(N * C) // (P * C)
+    before = step_nc[None, :] < step_n[:, None]  # (N, NC): column steps s < row step t
+    upto = step_n[None, :] <= step_nc[:, None]  # (NC, N): column steps s ≤ row step t
+    R = jnp.where(before[None], R, jnp.zeros_like(R))
+    D = jnp.where(upto[None], D, jnp.zeros_like(D))
+    return R, D
 
 
 def response_weights(

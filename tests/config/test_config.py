@@ -121,8 +121,8 @@ def test_kernel_limit_accepts_both_couplings(tmp_path, coupling, backward):
 
 def test_kernel_iteration_keys_reach_the_solver_and_are_refused_elsewhere():
     """`limit.damping`, `tol`, `max_iter`, `stein_tol` configure the kernel fixed point (the built
-    dynamics carries them; max_iter = 1 stops after one map evaluation, unconverged), and are an
-    error with another limit method (they would be silently ignored)."""
+    dynamics carries them; max_iter = 1 stops after one map evaluation, unconverged at tol = 1e-12),
+    and are an error with another limit method (they would be silently ignored)."""
     import numpy as np
     import pytest
 
@@ -135,7 +135,9 @@ def test_kernel_iteration_keys_reach_the_solver_and_are_refused_elsewhere():
     sets = ["limit.damping=0.5", "limit.tol=1e-3", "limit.max_iter=7", "limit.stein_tol=1e-5"]
     dyn = build_limit(config.load(path, [*base, *sets]))
     assert (dyn.damping, dyn.tol, dyn.max_iter, dyn.stein_tol) == (0.5, 1e-3, 7, 1e-5)
-    one = run_limit(config.load(path, [*base, "limit.max_iter=1"]), progress=False, quiet=True)
+    # the causal start is the fixed point to ~1e-6, so only a tol below that leaves it unconverged
+    one = [*base, "limit.max_iter=1", "limit.tol=1e-12"]
+    one = run_limit(config.load(path, one), progress=False, quiet=True)
     assert int(np.asarray(one.info.iterations)[0]) == 1
     assert not bool(np.asarray(one.info.converged)[0])
     with pytest.raises(config.ConfigError, match=r"^limit.tol: is read only by limit.method"):
