@@ -27,13 +27,13 @@ def _cholesky_particles(cfg: "Config", **common: Any) -> AbstractDynamics:
 
 def _kernel_fixed_point(cfg: "Config", **common: Any) -> AbstractPathDynamics:
     # moment-matched draws where limit.particles allows them, plain normals otherwise; the
-    # iteration starts at the causal pass's fixed point (one map evaluation instead of 30-40 from
-    # the tiled start, which stays the reference: `KernelFixedPoint.start`)
+    # iteration starts at limit.start: the causal pass's fixed point (one map evaluation instead
+    # of 30-40) or the tiled reference (`KernelFixedPoint.start`)
     lim = cfg.limit
     return KernelFixedPoint(
         num_samples=lim.particles,
         orthogonalize=None,
-        start="causal",
+        start=lim.start,
         damping=lim.damping,
         tol=lim.tol,
         max_iter=lim.max_iter,

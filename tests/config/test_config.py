@@ -120,7 +120,7 @@ def test_kernel_limit_accepts_both_couplings(tmp_path, coupling, backward):
 
 
 def test_kernel_iteration_keys_reach_the_solver_and_are_refused_elsewhere():
-    """`limit.damping`, `tol`, `max_iter`, `stein_tol` configure the kernel fixed point (the built
+    """`limit.damping`, `tol`, `max_iter`, `stein_tol`, `start` configure the kernel fixed point (the built
     dynamics carries them; max_iter = 1 stops after one map evaluation, unconverged at tol = 1e-12),
     and are an error with another limit method (they would be silently ignored)."""
     import numpy as np
@@ -133,8 +133,9 @@ def test_kernel_iteration_keys_reach_the_solver_and_are_refused_elsewhere():
     base += ["precision='float64'", "optim.steps=2", "seeds=1", "output.kernels=false"]
     path = pathlib.Path(__file__).resolve().parents[2] / "configs/smoke/limit.toml"
     sets = ["limit.damping=0.5", "limit.tol=1e-3", "limit.max_iter=7", "limit.stein_tol=1e-5"]
-    dyn = build_limit(config.load(path, [*base, *sets]))
+    dyn = build_limit(config.load(path, [*base, *sets, "limit.start='tiled'"]))
     assert (dyn.damping, dyn.tol, dyn.max_iter, dyn.stein_tol) == (0.5, 1e-3, 7, 1e-5)
+    assert dyn.start == "tiled" and build_limit(config.load(path, base)).start == "causal"
     # the causal start is the fixed point to ~1e-6, so only a tol below that leaves it unconverged
     one = [*base, "limit.max_iter=1", "limit.tol=1e-12"]
     one = run_limit(config.load(path, one), progress=False, quiet=True)
@@ -142,6 +143,10 @@ def test_kernel_iteration_keys_reach_the_solver_and_are_refused_elsewhere():
     assert not bool(np.asarray(one.info.converged)[0])
     with pytest.raises(config.ConfigError, match=r"^limit.tol: is read only by limit.method"):
         config.load(path, ["limit.tol=1e-3"])
+    with pytest.raises(config.ConfigError, match=r"^limit.start: is read only by limit.method"):
+        config.load(path, ["limit.start='tiled'"])
+    with pytest.raises(config.ConfigError, match=r"^limit.start: "):
+        config.load(path, [*base, "limit.start='warm'"])
     with pytest.raises(config.ConfigError, match=r"^limit.damping: must lie in"):
         config.load(path, [*base, "limit.damping=1.5"])
 
