@@ -7,7 +7,8 @@
 # if a later one fails or the limit cuts it): float64 agreement of the GPU with the CPU on small
 # finite and limit runs, the particle method (stored at M = 8192; lean at M = 16384, K = 64,
 # the issue's size), a finite training step at n = 4096, L = 64, an 8-member ensemble against 8
-# singles, float32/TF32/bf16 against float64, and the kernel method in mode A at L = K = 1024.
+# singles, float32/TF32/bf16 against float64, the kernel method in mode A at L = K = 1024, and
+# the particles' history form at the issue's size (rank 512).
 # Writes $OUT/gpu_check.json, $OUT/gpu_check.png and $OUT/gpu_check.log.
 set -u
 OUT="${OUT:-${1:-gpu-check}}"
