@@ -30,6 +30,7 @@ from ._plan import (
     LIMIT_SIZE_KEYS,
     MEMORY_FRACTION,
     accelerators,
+    batch_size,
     choose_storage,
     plan_members,
 )
@@ -69,9 +70,9 @@ def _describe(cfg, label, dyn, members, keys, points, batch, memory) -> str:
         if cfg.kind in STORED_KINDS:
             why = f"kind = {cfg.kind!r} couples stored draws"
         else:
-            rank = cfg.optim.steps * batch
             dyn, why = choose_storage(
-                cfg.limit.storage, dyn, points, members, rank=rank, memory=memory
+                *(cfg.limit.storage, dyn, points, members),
+                **dict(steps=cfg.optim.steps, batch=batch, memory=memory),
             )
         if hasattr(dyn, "store_noise"):
             form = "stored" if dyn.store_noise else "history" if dyn.drift_rank else "lean"
@@ -107,7 +108,7 @@ def dry_run(cfg: Config, *, memory: int | str | None = None) -> list[str]:
     # process's default (a test session runs float64)
     dtype = jnp.float32 if cfg.precision == "float32" else jnp.float64
     points = jax.tree.map(lambda x: x.astype(dtype), Points.from_task(task))
-    batch = cfg.optim.batch_size or task.n_train
+    batch = batch_size(cfg, task)
     have = available_memory() if memory is None else memory
     where = "given" if memory is not None else f"available ({jax.devices()[0].platform})"
     lines = [

@@ -20,7 +20,7 @@ from ..dynamics import Points, Trajectory, draw_members, evolve
 from ..nn import AbstractReadout
 from ..tasks import Task
 from ..train import FiniteNetwork
-from ._plan import FINITE_SIZE_KEYS, in_chunks, plan_members
+from ._plan import FINITE_SIZE_KEYS, batch_size, in_chunks, plan_members
 
 
 def member_grid(cfg: Config, lrs: Sequence[float] | None = None) -> tuple[list[int], list[float]]:
@@ -103,7 +103,7 @@ def run_finite(
     points = Points.from_task(task)
     net = build_network(cfg, width=width, depth=depth, readout=readout, backward=backward)
     members = len(member_grid(cfg, lrs)[0])
-    batch = cfg.optim.batch_size or task.n_train
+    batch = batch_size(cfg, task)
     chunk = plan_members(net, points, members, batch=batch, size_keys=FINITE_SIZE_KEYS, quiet=True)
     schedule = build_schedule(cfg, task)
     saveat = build_saveat(cfg, tuple(save_also), saveat_fn)

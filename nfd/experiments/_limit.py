@@ -20,7 +20,7 @@ from ..config import (
 from ..dynamics import Points, Trajectory, evolve
 from ..tasks import Task
 from ._finite import member_grid
-from ._plan import LIMIT_SIZE_KEYS, choose_storage, in_chunks, plan_members
+from ._plan import LIMIT_SIZE_KEYS, batch_size, choose_storage, in_chunks, plan_members
 
 
 def run_limit(
@@ -47,15 +47,17 @@ def run_limit(
     seeds, member_lrs = member_grid(cfg, lrs)
     points = Points.from_task(task)
     members = len(seeds)
-    rank = cfg.optim.steps * batch_size(cfg, task)
-    dynamics, why = choose_storage(cfg.limit.storage, dynamics, points, members, rank=rank)
+    batch = batch_size(cfg, task)
+    dynamics, why = choose_storage(
+        cfg.limit.storage, dynamics, points, members, steps=cfg.optim.steps, batch=batch
+    )
     if why and not quiet:
         print(why, file=sys.stderr)
     chunk = plan_members(
         dynamics,
         points,
         members,
-        batch=batch_size(cfg, task),
+        batch=batch,
         size_keys=LIMIT_SIZE_KEYS,
         quiet=quiet,
     )
@@ -115,8 +117,3 @@ def limit_keys(cfg: Config, draws: Sequence[int]) -> Key[Array, " E"]:
     """The limit key of each draw index ``s``: ``fold_in(limit_key, s)``, the draw of `run_limit`'s
     members of seed ``s`` (so the sweep's, GIA's and nondegeneracy's draws are its draws)."""
     return jax.vmap(lambda s: jr.fold_in(run_keys(cfg)["limit"], s))(jnp.asarray(draws))
-
-
-def batch_size(cfg: Config, task: Task) -> int:
-    """``|B_t|``: `optim.batch_size`, or every training point (full batch)."""
-    return cfg.optim.batch_size or task.n_train

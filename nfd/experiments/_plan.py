@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from ..dynamics import (
     AbstractDynamics,
     Points,
@@ -18,6 +18,7 @@ from ..dynamics import (
     mesh_shape,
 )
 from ..limit import MatrixParticles
+from ..tasks import Task
 
 # one chunk may use this fraction of the available memory (the estimates include XLA's temporaries;
 # the particle estimate is checked against its buffer assignment to 20 %, mostly from above)
@@ -111,18 +112,24 @@ def _particle_split_chunk(members: int, M: int, devices: int, per: int, budget: 
     return 0
 
 
+def batch_size(cfg: Config, task: Task) -> int:
+    """``|B_t|``: `optim.batch_size`, or every training point (full batch)."""
+    return cfg.optim.batch_size or task.n_train
+
+
 def choose_storage(
     storage: str,
     dynamics: Any,
     points: Points,
     members: int,
     *,
-    rank: int,
+    steps: int,
+    batch: int,
     memory: int | None = None,
 ) -> tuple[Any, str | None]:
     """The storage form of random-matrix particles (`limit.storage`) and, when ``"auto"`` chose
-    a form other than stored, the reason (one line). ``rank``: steps × batch size, the columns of
-    the drift's history form.
+    a form other than stored, the reason (one line). The drift's history form has ``steps ×
+    batch`` columns (one per point of every training step's batch).
 
     ``"history"`` is the lean form with its drift as the history (`nfd.limit.DriftHistory`).
     ``"auto"`` takes the first of stored, lean (the ``M × M`` drift) and history whose whole
@@ -131,6 +138,7 @@ def choose_storage(
     numbers to rounding."""
     if not isinstance(dynamics, MatrixParticles) or storage in ("stored", "lean"):
         return dynamics, None
+    rank = steps * batch
     lean = dataclasses.replace(dynamics, store_noise=False)
     history = dataclasses.replace(lean, drift_rank=rank)
     if storage == "history":

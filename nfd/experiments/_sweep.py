@@ -43,8 +43,8 @@ from ..limit import MatrixParticles, Particles
 from ..solver import coarsen
 from ..tasks import Task
 from ._finite import antithetic_seeds, member_grid, run_finite
-from ._limit import batch_size, evolve_limit, limit_keys, run_limit
-from ._plan import LIMIT_SIZE_KEYS, plan_members
+from ._limit import evolve_limit, limit_keys, run_limit
+from ._plan import LIMIT_SIZE_KEYS, batch_size, plan_members
 
 
 class SweepResult(eqx.Module):
