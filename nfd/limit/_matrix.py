@@ -432,8 +432,8 @@ def estimate_memory(
 
     The lean form (``store_noise=False``) holds ``(1 + 2·[decoupled]) K M²`` fewer numbers per
     block matrix and repetition (less a few ``M²``); its history form (``drift_rank = r``) holds
-    ``2 K M r`` (and a transient copy of ``K M r``) instead of the drift's ``K M²``. Checked against XLA's buffer assignment of a
-    compiled step (`tests/limit/test_particles_lean.py`).
+    ``2 K M r`` (and a transient copy of ``K M r``) instead of the drift's ``K M²``. Checked
+    against XLA's buffer assignment of a compiled step (`tests/limit/test_particles_lean.py`).
     """
     M, K, Pts, C = num_particles, num_layer_steps, num_points, out_dim
     modes = 1 + int(decoupled)
